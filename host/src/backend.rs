@@ -1,0 +1,220 @@
+//! The Atlas backend client: identity lookups, readiness, and the requests
+//! plugins make through the `backend` host function.
+
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+use crate::telemetry::Metrics;
+
+/// Bytes of a backend answer the host accepts for a plugin.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+const MAX_SEGMENTS: usize = 16;
+const MAX_SEGMENT_LEN: usize = 512;
+
+/// Everything but the RFC 3986 unreserved characters is encoded, so a
+/// segment can never contribute `/`, `?`, `#` or `%` of its own.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PathError {
+    #[error("the path is empty")]
+    Empty,
+    #[error("segment {0} is empty, '.' or '..'")]
+    DotOrEmpty(usize),
+    #[error("the path has more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+    #[error("segment {0} is longer than {MAX_SEGMENT_LEN} bytes")]
+    TooLong(usize),
+}
+
+/// Joins raw segments into an absolute, percent-encoded path.
+pub fn encode_path<S: AsRef<str>>(segments: &[S]) -> Result<String, PathError> {
+    if segments.is_empty() {
+        return Err(PathError::Empty);
+    }
+    if segments.len() > MAX_SEGMENTS {
+        return Err(PathError::TooManySegments);
+    }
+    let mut path = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let s = segment.as_ref();
+        if s.is_empty() || s == "." || s == ".." {
+            return Err(PathError::DotOrEmpty(i));
+        }
+        if s.len() > MAX_SEGMENT_LEN {
+            return Err(PathError::TooLong(i));
+        }
+        path.push('/');
+        path.extend(utf8_percent_encode(s, SEGMENT));
+    }
+    Ok(path)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the backend did not answer in time")]
+    Timeout,
+    #[error("the backend could not be reached: {0}")]
+    Unavailable(String),
+    #[error("the backend answer was too large")]
+    TooLarge,
+}
+
+#[derive(Clone)]
+pub struct Backend {
+    base: String,
+    http: reqwest::Client,
+    metrics: Metrics,
+}
+
+impl Backend {
+    pub fn new(base: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        Ok(Backend {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            metrics,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request on the user's behalf. `path` is already encoded
+    /// (see [`encode_path`]).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        authorization: &str,
+        request_id: &str,
+    ) -> Result<(u16, String), CallError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header("x-request-id", request_id)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let result = self.send_bounded(req).await;
+        let label = match &result {
+            Ok((status, _)) => status.to_string(),
+            Err(CallError::Timeout) => "timeout".into(),
+            Err(CallError::Unavailable(_)) => "unavailable".into(),
+            Err(CallError::TooLarge) => "too_large".into(),
+        };
+        self.metrics.backend_requests.with_label_values(&[&label]).inc();
+        result
+    }
+
+    async fn send_bounded(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), CallError> {
+        let map = |e: reqwest::Error| {
+            if e.is_timeout() {
+                CallError::Timeout
+            } else {
+                CallError::Unavailable(e.without_url().to_string())
+            }
+        };
+        let mut response = req.send().await.map_err(map)?;
+        let status = response.status().as_u16();
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_RESPONSE_BYTES)
+        {
+            return Err(CallError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(map)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(CallError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// `GET /auth/me` with the caller's Authorization.
+    pub async fn auth_me(
+        &self,
+        authorization: &str,
+        request_id: &str,
+    ) -> Result<(u16, Option<Value>), CallError> {
+        let (status, body) = self
+            .call(
+                reqwest::Method::GET,
+                "/auth/me",
+                None,
+                authorization,
+                request_id,
+            )
+            .await?;
+        Ok((status, serde_json::from_str(&body).ok()))
+    }
+
+    /// `GET /actuator/health`: true when the backend answers 2xx.
+    pub async fn healthy(&self, timeout: Duration) -> bool {
+        let req = self
+            .http
+            .get(format!("{}/actuator/health", self.base))
+            .timeout(timeout);
+        matches!(req.send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_segments_stay_inside_one_segment() {
+        let p = |id: &str| encode_path(&["api", "agent", "tools", "work-orders", id, "details"]);
+        assert_eq!(
+            p("WO000101").unwrap(),
+            "/api/agent/tools/work-orders/WO000101/details"
+        );
+        assert_eq!(
+            p("../../auth/me").unwrap(),
+            "/api/agent/tools/work-orders/..%2F..%2Fauth%2Fme/details"
+        );
+        assert_eq!(
+            p("1?x=1").unwrap(),
+            "/api/agent/tools/work-orders/1%3Fx%3D1/details"
+        );
+        assert_eq!(p("1#").unwrap(), "/api/agent/tools/work-orders/1%23/details");
+        assert_eq!(
+            p("%2e%2e/x").unwrap(),
+            "/api/agent/tools/work-orders/%252e%252e%2Fx/details"
+        );
+        assert_eq!(p("..").unwrap_err(), PathError::DotOrEmpty(4));
+        assert_eq!(p(".").unwrap_err(), PathError::DotOrEmpty(4));
+        assert_eq!(p("").unwrap_err(), PathError::DotOrEmpty(4));
+    }
+
+    #[test]
+    fn path_bounds() {
+        let empty: [&str; 0] = [];
+        assert_eq!(encode_path(&empty).unwrap_err(), PathError::Empty);
+        assert_eq!(
+            encode_path(&["a"; 17]).unwrap_err(),
+            PathError::TooManySegments
+        );
+        let long = "x".repeat(600);
+        assert_eq!(encode_path(&[long]).unwrap_err(), PathError::TooLong(0));
+    }
+}

@@ -1,0 +1,361 @@
+//! One typed configuration, read from the environment through a seam.
+//!
+//! Every variable name is a constant here; tests pass a map instead of
+//! touching the process environment.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where configuration values come from.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl Source for HashMap<&str, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+pub const PORT: &str = "PORT";
+pub const API_BASE: &str = "API_BASE";
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+pub const OPENAI_MODEL: &str = "OPENAI_MODEL";
+pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+pub const OPENAI_TIMEOUT_MS: &str = "OPENAI_TIMEOUT_MS";
+pub const OPENAI_MAX_RETRIES: &str = "OPENAI_MAX_RETRIES";
+pub const AGENT_CHATKIT_AGENT_ID: &str = "AGENT_CHATKIT_AGENT_ID";
+pub const AGENT_MAX_TOOL_RESULTS: &str = "AGENT_MAX_TOOL_RESULTS";
+pub const AGENT_MAX_TURNS: &str = "AGENT_MAX_TURNS";
+pub const AGENT_MAX_HISTORY_MESSAGES: &str = "AGENT_MAX_HISTORY_MESSAGES";
+pub const AGENT_ALLOWED_ROLES: &str = "AGENT_ALLOWED_ROLES";
+pub const JWT_SECRET_KEY: &str = "JWT_SECRET_KEY";
+pub const AUTH_CACHE_TTL_MS: &str = "AUTH_CACHE_TTL_MS";
+pub const AUTH_CACHE_MAX_ENTRIES: &str = "AUTH_CACHE_MAX_ENTRIES";
+pub const BACKEND_TIMEOUT_MS: &str = "BACKEND_TIMEOUT_MS";
+pub const REDIS_URL: &str = "REDIS_URL";
+pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
+pub const REDIS_TIMEOUT_MS: &str = "REDIS_TIMEOUT_MS";
+pub const CONVERSATION_TTL_MS: &str = "CONVERSATION_TTL_MS";
+pub const CONVERSATION_MAX_MESSAGES: &str = "CONVERSATION_MAX_MESSAGES";
+pub const CONVERSATION_MAX_BYTES: &str = "CONVERSATION_MAX_BYTES";
+pub const TOOL_RESULT_MAX_BYTES: &str = "TOOL_RESULT_MAX_BYTES";
+pub const BODY_LIMIT_BYTES: &str = "BODY_LIMIT_BYTES";
+pub const LOG_LEVEL: &str = "LOG_LEVEL";
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
+pub const RATE_LIMIT_MAX: &str = "RATE_LIMIT_MAX";
+pub const RATE_LIMIT_WINDOW_MS: &str = "RATE_LIMIT_WINDOW_MS";
+pub const FLOOD_GUARD_PER_SECOND: &str = "FLOOD_GUARD_PER_SECOND";
+pub const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
+pub const REQUEST_TIMEOUT_MS: &str = "REQUEST_TIMEOUT_MS";
+pub const SHUTDOWN_GRACE_MS: &str = "SHUTDOWN_GRACE_MS";
+pub const PLUGIN_DIR: &str = "PLUGIN_DIR";
+pub const PLUGIN_TIMEOUT_MS: &str = "PLUGIN_TIMEOUT_MS";
+pub const PLUGIN_FUEL: &str = "PLUGIN_FUEL";
+pub const PLUGIN_MEMORY_MB: &str = "PLUGIN_MEMORY_MB";
+pub const PLUGIN_OUTPUT_MAX_BYTES: &str = "PLUGIN_OUTPUT_MAX_BYTES";
+pub const PLUGIN_WATCH: &str = "PLUGIN_WATCH";
+pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+/// Limits applied to every plugin call unless a plugin's policy file lowers
+/// or raises them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginLimits {
+    pub timeout: Duration,
+    pub fuel: u64,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    pub api_base: String,
+    pub openai_api_key: Option<String>,
+    pub openai_model: String,
+    pub openai_base_url: String,
+    pub openai_timeout: Duration,
+    pub openai_max_retries: usize,
+    pub default_agent_id: String,
+    pub max_tool_results: u32,
+    pub max_turns: usize,
+    pub max_history_messages: usize,
+    pub allowed_roles: Vec<String>,
+    pub jwt_secret: Option<Vec<u8>>,
+    pub auth_cache_ttl: Duration,
+    pub auth_cache_max_entries: u64,
+    pub backend_timeout: Duration,
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    pub redis_timeout: Duration,
+    pub conversation_ttl: Duration,
+    pub conversation_max_messages: usize,
+    pub conversation_max_bytes: usize,
+    pub tool_result_max_bytes: usize,
+    pub body_limit_bytes: usize,
+    pub log_level: String,
+    pub log_json: bool,
+    pub allowed_origins: Vec<String>,
+    pub rate_limit_max: u32,
+    pub rate_limit_window: Duration,
+    pub flood_guard_per_second: u32,
+    pub max_concurrent_requests: usize,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub plugin_dir: PathBuf,
+    pub plugin_limits: PluginLimits,
+    pub plugin_watch: bool,
+    pub admin_token: Option<String>,
+}
+
+struct Reader<'a> {
+    source: &'a dyn Source,
+}
+
+impl Reader<'_> {
+    /// A set, non-blank value.
+    fn opt(&self, name: &str) -> Option<String> {
+        self.source
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.opt(name).unwrap_or_else(|| default.to_string())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.opt(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError {
+                name,
+                problem: format!("{raw:?}: {e}"),
+            }),
+        }
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.parse(name, default)?))
+    }
+
+    fn list(&self, name: &str, default: &str) -> Vec<String> {
+        self.string(name, default)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.opt(name).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError {
+                name,
+                problem: format!("{v:?} is not a boolean"),
+            }),
+        }
+    }
+}
+
+pub const DEFAULT_ALLOWED_ROLES: &str =
+    "ADMIN,LIMITED_ADMIN,TECHNICIAN,LIMITED_TECHNICIAN,MANAGER,SUPERVISOR";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&ProcessEnv)
+    }
+
+    pub fn from_source(source: &dyn Source) -> Result<Self, ConfigError> {
+        let r = Reader { source };
+        let jwt_secret = match r.opt(JWT_SECRET_KEY) {
+            None => None,
+            Some(raw) => Some(decode_jwt_secret(&raw).ok_or_else(|| ConfigError {
+                name: JWT_SECRET_KEY,
+                problem: "not base64 (Atlas signs with the base64-decoded secret)".into(),
+            })?),
+        };
+        let log_format = r.string(LOG_FORMAT, "json").to_ascii_lowercase();
+        if log_format != "json" && log_format != "pretty" {
+            return Err(ConfigError {
+                name: LOG_FORMAT,
+                problem: format!("{log_format:?}: expected json or pretty"),
+            });
+        }
+        let config = Config {
+            port: r.parse(PORT, 4005)?,
+            api_base: r
+                .string(API_BASE, "http://api:8080")
+                .trim_end_matches('/')
+                .to_string(),
+            openai_api_key: r.opt(OPENAI_API_KEY),
+            openai_model: r.string(OPENAI_MODEL, "gpt-4o-mini"),
+            openai_base_url: r
+                .string(OPENAI_BASE_URL, "https://api.openai.com/v1")
+                .trim_end_matches('/')
+                .to_string(),
+            openai_timeout: r.millis(OPENAI_TIMEOUT_MS, 30_000)?,
+            openai_max_retries: r.parse(OPENAI_MAX_RETRIES, 2)?,
+            default_agent_id: r.string(AGENT_CHATKIT_AGENT_ID, "default-agent"),
+            max_tool_results: r.parse(AGENT_MAX_TOOL_RESULTS, 10u32)?.clamp(1, 50),
+            max_turns: r.parse(AGENT_MAX_TURNS, 10usize)?.max(1),
+            max_history_messages: r.parse(AGENT_MAX_HISTORY_MESSAGES, 40usize)?.max(1),
+            allowed_roles: r
+                .list(AGENT_ALLOWED_ROLES, DEFAULT_ALLOWED_ROLES)
+                .into_iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect(),
+            jwt_secret,
+            auth_cache_ttl: r.millis(AUTH_CACHE_TTL_MS, 60_000)?,
+            auth_cache_max_entries: r.parse(AUTH_CACHE_MAX_ENTRIES, 10_000)?,
+            backend_timeout: r.millis(BACKEND_TIMEOUT_MS, 10_000)?,
+            redis_url: r.opt(REDIS_URL),
+            redis_key_prefix: r.string(REDIS_KEY_PREFIX, "agents:"),
+            redis_timeout: r.millis(REDIS_TIMEOUT_MS, 500)?,
+            conversation_ttl: r.millis(CONVERSATION_TTL_MS, 900_000)?,
+            conversation_max_messages: r.parse(CONVERSATION_MAX_MESSAGES, 200usize)?.max(2),
+            conversation_max_bytes: r.parse(CONVERSATION_MAX_BYTES, 256 * 1024usize)?,
+            tool_result_max_bytes: r.parse(TOOL_RESULT_MAX_BYTES, 16 * 1024usize)?.max(256),
+            body_limit_bytes: r.parse(BODY_LIMIT_BYTES, 64 * 1024usize)?,
+            log_level: r.string(LOG_LEVEL, "info"),
+            log_json: log_format == "json",
+            allowed_origins: r.list(ALLOWED_ORIGINS, "http://localhost:3000,http://localhost:8080"),
+            rate_limit_max: r.parse(RATE_LIMIT_MAX, 30u32)?,
+            rate_limit_window: r.millis(RATE_LIMIT_WINDOW_MS, 60_000)?,
+            flood_guard_per_second: r.parse(FLOOD_GUARD_PER_SECOND, 50u32)?,
+            max_concurrent_requests: r.parse(MAX_CONCURRENT_REQUESTS, 512usize)?.max(1),
+            request_timeout: r.millis(REQUEST_TIMEOUT_MS, 120_000)?,
+            shutdown_grace: r.millis(SHUTDOWN_GRACE_MS, 25_000)?,
+            plugin_dir: PathBuf::from(r.string(PLUGIN_DIR, "target/plugins")),
+            plugin_limits: PluginLimits {
+                timeout: r.millis(PLUGIN_TIMEOUT_MS, 5_000)?,
+                fuel: r.parse(PLUGIN_FUEL, 500_000_000u64)?,
+                memory_bytes: r.parse(PLUGIN_MEMORY_MB, 64usize)? << 20,
+                output_bytes: r.parse(PLUGIN_OUTPUT_MAX_BYTES, 1usize << 20)?,
+            },
+            plugin_watch: r.flag(PLUGIN_WATCH, true)?,
+            admin_token: r.opt(ADMIN_TOKEN),
+        };
+        if config.rate_limit_max == 0 {
+            return Err(ConfigError {
+                name: RATE_LIMIT_MAX,
+                problem: "must be at least 1".into(),
+            });
+        }
+        if config.rate_limit_window.is_zero() {
+            return Err(ConfigError {
+                name: RATE_LIMIT_WINDOW_MS,
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Requests per second per client address before the flood guard
+    /// answers 429; `None` when turned off (`FLOOD_GUARD_PER_SECOND=0`).
+    pub fn flood_guard_per_second(&self) -> Option<u32> {
+        (self.flood_guard_per_second > 0).then_some(self.flood_guard_per_second)
+    }
+}
+
+/// Atlas's JWT library decodes the configured secret as base64, leniently
+/// (standard or URL-safe alphabet, padding optional).
+pub fn decode_jwt_secret(raw: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{GeneralPurposeConfig, GeneralPurpose};
+    use base64::engine::DecodePaddingMode;
+    let lenient = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    let cleaned: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
+    let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
+    standard
+        .decode(&cleaned)
+        .or_else(|_| url_safe.decode(&cleaned))
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<&str, String> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Config::from_source(&map)
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 4005);
+        assert_eq!(c.api_base, "http://api:8080");
+        assert_eq!(c.default_agent_id, "default-agent");
+        assert_eq!(c.max_tool_results, 10);
+        assert_eq!(c.redis_key_prefix, "agents:");
+        assert_eq!(c.conversation_ttl, Duration::from_secs(900));
+        assert_eq!(c.rate_limit_max, 30);
+        assert_eq!(
+            c.allowed_origins,
+            vec!["http://localhost:3000", "http://localhost:8080"]
+        );
+        assert!(c.openai_api_key.is_none());
+        assert!(c.allowed_roles.contains(&"LIMITED_TECHNICIAN".to_string()));
+        assert!(!c.allowed_roles.contains(&"VIEW_ONLY".to_string()));
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let err = cfg(&[(PORT, "forty")]).unwrap_err();
+        assert_eq!(err.name, PORT);
+        assert!(err.to_string().contains("forty"));
+    }
+
+    #[test]
+    fn jwt_secret_is_base64_decoded_leniently() {
+        let c = cfg(&[(JWT_SECRET_KEY, "c2VjcmV0LWtleQ")]).unwrap();
+        assert_eq!(c.jwt_secret.as_deref(), Some(&b"secret-key"[..]));
+        assert!(cfg(&[(JWT_SECRET_KEY, "***")]).is_err());
+    }
+
+    #[test]
+    fn blank_values_fall_back_to_defaults() {
+        let c = cfg(&[(OPENAI_API_KEY, "  "), (OPENAI_MODEL, "")]).unwrap();
+        assert!(c.openai_api_key.is_none());
+        assert_eq!(c.openai_model, "gpt-4o-mini");
+    }
+}

@@ -1,0 +1,293 @@
+//! The model behind a trait, and its OpenAI Chat Completions implementation
+//! (async-openai; any OpenAI-compatible server through `OPENAI_BASE_URL`).
+
+use std::time::{Duration, Instant};
+
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::middleware::retry::OpenAIRetryLayer;
+use async_openai::traits::RequestOptionsBuilder;
+use async_openai::types::chat::{
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
+    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
+    CreateChatCompletionRequest, FunctionCall, FunctionObject,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::telemetry::Metrics;
+
+/// One tool call the model asked for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them (a JSON object, as text).
+    pub arguments: String,
+}
+
+/// One message of a conversation, as stored and as sent to the model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Message {
+    User {
+        content: String,
+    },
+    Assistant {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<String>,
+        #[serde(default, rename = "toolCalls", skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        #[serde(rename = "toolCallId")]
+        tool_call_id: String,
+        name: String,
+        content: String,
+    },
+}
+
+/// A tool as offered to the model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+pub struct ModelRequest<'a> {
+    pub system: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolDef],
+    pub request_id: &'a str,
+}
+
+#[derive(Debug, Default)]
+pub struct ModelReply {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("the model did not answer in time")]
+    Timeout,
+    #[error("the model service answered {status}")]
+    Status { status: u16 },
+    #[error("the model service could not be reached")]
+    Unreachable,
+    #[error("the model service sent an unreadable answer")]
+    Invalid,
+}
+
+#[async_trait::async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The model name, for metrics.
+    fn name(&self) -> &str;
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError>;
+}
+
+/// OpenAI Chat Completions with per-attempt timeouts and bounded retries
+/// (429 and 5xx, exponential backoff) from async-openai's retry layer.
+pub struct OpenAiModel {
+    client: Client<OpenAIConfig>,
+    model: String,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl OpenAiModel {
+    pub fn new(config: &Config, api_key: &str, metrics: Metrics) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(config.openai_timeout)
+            .connect_timeout(config.openai_timeout.min(Duration::from_secs(10)))
+            .build()?;
+        let service = tower::ServiceBuilder::new()
+            .layer(OpenAIRetryLayer::new(config.openai_max_retries))
+            .service(ReqwestService::new(http.clone()));
+        let client = Client::with_config(
+            OpenAIConfig::new()
+                .with_api_key(api_key)
+                .with_api_base(&config.openai_base_url),
+        )
+        .with_http_client(http)
+        .with_http_service(service);
+        Ok(OpenAiModel {
+            client,
+            model: config.openai_model.clone(),
+            timeout: config.openai_timeout * (config.openai_max_retries as u32 + 1)
+                + Duration::from_secs(10),
+            metrics,
+        })
+    }
+
+    fn build(&self, request: &ModelRequest<'_>) -> CreateChatCompletionRequest {
+        let mut messages: Vec<ChatCompletionRequestMessage> =
+            Vec::with_capacity(request.messages.len() + 1);
+        messages.push(
+            ChatCompletionRequestSystemMessage {
+                content: request.system.into(),
+                name: None,
+            }
+            .into(),
+        );
+        for m in request.messages {
+            messages.push(match m {
+                Message::User { content } => ChatCompletionRequestUserMessage {
+                    content: content.clone().into(),
+                    name: None,
+                }
+                .into(),
+                Message::Assistant {
+                    content,
+                    tool_calls,
+                } => ChatCompletionRequestAssistantMessage {
+                    content: content.clone().map(Into::into),
+                    tool_calls: (!tool_calls.is_empty()).then(|| {
+                        tool_calls
+                            .iter()
+                            .map(|c| {
+                                ChatCompletionMessageToolCalls::Function(
+                                    ChatCompletionMessageToolCall {
+                                        id: c.id.clone(),
+                                        function: FunctionCall {
+                                            name: c.name.clone(),
+                                            arguments: c.arguments.clone(),
+                                        },
+                                    },
+                                )
+                            })
+                            .collect()
+                    }),
+                    ..Default::default()
+                }
+                .into(),
+                Message::Tool {
+                    tool_call_id,
+                    content,
+                    ..
+                } => ChatCompletionRequestToolMessage {
+                    content: content.clone().into(),
+                    tool_call_id: tool_call_id.clone(),
+                }
+                .into(),
+            });
+        }
+        let tools: Vec<ChatCompletionTools> = request
+            .tools
+            .iter()
+            .map(|t| {
+                ChatCompletionTools::Function(ChatCompletionTool {
+                    function: FunctionObject {
+                        name: t.name.clone(),
+                        description: Some(t.description.clone()),
+                        strict: Some(is_strict(&t.parameters)),
+                        parameters: Some(t.parameters.clone()),
+                    },
+                })
+            })
+            .collect();
+        CreateChatCompletionRequest {
+            model: self.model.clone(),
+            messages,
+            parallel_tool_calls: (!tools.is_empty()).then_some(true),
+            tools: (!tools.is_empty()).then_some(tools),
+            ..Default::default()
+        }
+    }
+}
+
+/// Strict mode only works when the schema was written for it.
+fn is_strict(schema: &serde_json::Value) -> bool {
+    schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
+}
+
+#[async_trait::async_trait]
+impl ChatModel for OpenAiModel {
+    fn name(&self) -> &str {
+        &self.model
+    }
+
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        let body = self.build(&request);
+        let started = Instant::now();
+        let chat = self
+            .client
+            .chat()
+            .header("x-request-id", request.request_id)
+            .map_err(|_| ModelError::Invalid)?;
+        let result = match tokio::time::timeout(self.timeout, chat.create(body)).await {
+            Err(_) => Err(ModelError::Timeout),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify(e)),
+        };
+        self.metrics
+            .openai_duration
+            .with_label_values(&[&self.model])
+            .observe(started.elapsed().as_secs_f64());
+        let status = match &result {
+            Ok(_) => "success".to_string(),
+            Err(ModelError::Status { status }) => status.to_string(),
+            Err(ModelError::Timeout) => "timeout".into(),
+            Err(ModelError::Unreachable) => "unreachable".into(),
+            Err(ModelError::Invalid) => "invalid".into(),
+        };
+        self.metrics
+            .openai_calls
+            .with_label_values(&[&self.model, &status])
+            .inc();
+        let response = result?;
+        let mut reply = ModelReply::default();
+        if let Some(usage) = &response.usage {
+            reply.prompt_tokens = usage.prompt_tokens;
+            reply.completion_tokens = usage.completion_tokens;
+            let t = &self.metrics.openai_tokens;
+            t.with_label_values(&[&self.model, "prompt"])
+                .inc_by(usage.prompt_tokens as u64);
+            t.with_label_values(&[&self.model, "completion"])
+                .inc_by(usage.completion_tokens as u64);
+        }
+        let choice = response
+            .choices
+            .into_iter()
+            .next()
+            .ok_or(ModelError::Invalid)?;
+        reply.content = choice.message.content.filter(|c| !c.trim().is_empty());
+        for call in choice.message.tool_calls.unwrap_or_default() {
+            if let ChatCompletionMessageToolCalls::Function(f) = call {
+                reply.tool_calls.push(ToolCall {
+                    id: f.id,
+                    name: f.function.name,
+                    arguments: f.function.arguments,
+                });
+            }
+        }
+        Ok(reply)
+    }
+}
+
+fn classify(e: OpenAIError) -> ModelError {
+    match e {
+        OpenAIError::ApiError(api) => ModelError::Status {
+            status: api.status_code.as_u16(),
+        },
+        OpenAIError::Reqwest(r) if r.is_timeout() => ModelError::Timeout,
+        OpenAIError::Reqwest(r) => match r.status() {
+            Some(s) => ModelError::Status {
+                status: s.as_u16(),
+            },
+            None => ModelError::Unreachable,
+        },
+        OpenAIError::JSONDeserialize(..) => ModelError::Invalid,
+        other => {
+            tracing::warn!(error = %other, "model call failed");
+            ModelError::Unreachable
+        }
+    }
+}

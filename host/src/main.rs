@@ -1,0 +1,48 @@
+//! The `agent-host` binary: configuration, listener, signals. Everything else
+//! lives in the library.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use agent_host::config::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agent-host: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    agent_host::telemetry::init_tracing(&config.log_level, config.log_json);
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match agent_host::run(listener, config, signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "agent host failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

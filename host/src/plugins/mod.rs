@@ -1,0 +1,870 @@
+//! Wasm plugins: loading from `PLUGIN_DIR`, the registry of live versions,
+//! hot reload, and calls under sandbox limits.
+//!
+//! - `bindings`: the generated host bindings (one bindgen site)
+//! - `manifest`: the operator's `<name>.policy.toml`
+//! - `runtime`: engine, per-call stores, limits, host functions
+//! - `watch`: the folder watcher that triggers reloads
+
+mod bindings;
+pub mod manifest;
+mod runtime;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::backend::Backend;
+use crate::config::PluginLimits;
+use crate::identity::User;
+use crate::llm::ToolDef;
+use crate::sessions::now_ms;
+use crate::telemetry::Metrics;
+use bindings::{Decision, PolicyPluginPre, ToolError, ToolKind as WitKind, ToolPluginPre};
+use manifest::Manifest;
+use runtime::{Delegation, Fault, State};
+
+/// How a tool touches the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    Read,
+    Write,
+    Draft,
+    Context,
+}
+
+impl From<WitKind> for ToolKind {
+    fn from(k: WitKind) -> Self {
+        match k {
+            WitKind::Read => ToolKind::Read,
+            WitKind::Write => ToolKind::Write,
+            WitKind::Draft => ToolKind::Draft,
+            WitKind::Context => ToolKind::Context,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolInfo {
+    pub name: String,
+    pub description: String,
+    #[serde(skip)]
+    pub schema: Value,
+    pub kind: ToolKind,
+}
+
+enum Kind {
+    Tools {
+        pre: ToolPluginPre<State>,
+        tools: Vec<ToolInfo>,
+    },
+    Policy {
+        pre: PolicyPluginPre<State>,
+    },
+}
+
+/// One loaded version of a plugin.
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub digest: String,
+    pub loaded_at: u64,
+    manifest: Arc<Manifest>,
+    kind: Kind,
+}
+
+impl Plugin {
+    fn version(&self) -> &str {
+        &self.digest[..12]
+    }
+
+    fn tools(&self) -> &[ToolInfo] {
+        match &self.kind {
+            Kind::Tools { tools, .. } => tools,
+            Kind::Policy { .. } => &[],
+        }
+    }
+}
+
+/// The live set: swapped whole, so a call that started on one version
+/// finishes on it.
+#[derive(Default)]
+struct Snapshot {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    tools: HashMap<String, (Arc<Plugin>, usize)>,
+    policies: Vec<Arc<Plugin>>,
+}
+
+/// A plugin that could not be (re)loaded.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    pub error: String,
+    pub at: u64,
+    pub digest: String,
+}
+
+/// Who a call is for; the token stays here, in the host.
+pub struct CallInfo<'a> {
+    pub user: &'a User,
+    pub authorization: &'a str,
+    pub session_id: &'a str,
+    pub request_id: &'a str,
+    pub agent_id: &'a str,
+    pub max_results: u32,
+}
+
+/// A draft a tool prepared.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DraftOut {
+    pub operation_type: String,
+    pub payload: Value,
+    pub summary: String,
+}
+
+#[derive(Debug)]
+pub struct ToolSuccess {
+    pub content: String,
+    pub result_count: Option<u32>,
+    pub draft: Option<DraftOut>,
+}
+
+#[derive(Debug)]
+pub struct ToolFailure {
+    /// `invalid-arguments`, `not-found`, `forbidden`, `backend`, `internal`,
+    /// `unknown-tool`, `timeout`, `cpu`, `out-of-memory`, `trap`,
+    /// `invalid-output`, `output-too-large`, `unavailable`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+pub struct ToolResult {
+    pub kind: Option<ToolKind>,
+    pub plugin: Option<Arc<str>>,
+    pub outcome: Result<ToolSuccess, ToolFailure>,
+    pub backend_time: Duration,
+}
+
+/// A policy's verdict, with the policy's name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Allow,
+    Deny { policy: String, reason: String },
+    Rewrite { policy: String, value: String },
+    RequireApproval { policy: String, reason: String },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Hook<'a> {
+    Request { prompt: &'a str, metadata: &'a str },
+    ToolCall { tool: &'a str, arguments: &'a str },
+    Answer { answer: &'a str },
+}
+
+impl Hook<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Hook::Request { .. } => "request",
+            Hook::ToolCall { .. } => "tool_call",
+            Hook::Answer { .. } => "answer",
+        }
+    }
+}
+
+pub struct PluginHost {
+    engine: Engine,
+    tool_linker: Linker<State>,
+    policy_linker: Linker<State>,
+    backend: Backend,
+    defaults: PluginLimits,
+    dir: PathBuf,
+    current: ArcSwap<Snapshot>,
+    refusals: std::sync::Mutex<BTreeMap<String, Refusal>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    metrics: Metrics,
+}
+
+/// What one reload did.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadReport {
+    pub loaded: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub unloaded: Vec<String>,
+    pub refused: BTreeMap<String, String>,
+}
+
+const TOOL_NAME_MAX: usize = 64;
+
+fn valid_tool_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= TOOL_NAME_MAX
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl PluginHost {
+    pub fn new(
+        dir: PathBuf,
+        defaults: PluginLimits,
+        backend: Backend,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let engine = runtime::engine()?;
+        Ok(PluginHost {
+            tool_linker: runtime::tool_linker(&engine)?,
+            policy_linker: runtime::policy_linker(&engine)?,
+            engine,
+            backend,
+            defaults,
+            dir,
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            refusals: Default::default(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            metrics,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The tools offered to the model now.
+    pub fn tool_defs(&self) -> Vec<ToolDef> {
+        let snap = self.current.load();
+        let mut defs: Vec<ToolDef> = snap
+            .tools
+            .iter()
+            .map(|(name, (plugin, i))| {
+                let t = &plugin.tools()[*i];
+                ToolDef {
+                    name: name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.schema.clone(),
+                }
+            })
+            .collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        defs
+    }
+
+    pub fn tool_kind(&self, name: &str) -> Option<ToolKind> {
+        let snap = self.current.load();
+        snap.tools.get(name).map(|(p, i)| p.tools()[*i].kind)
+    }
+
+    pub fn has_policies(&self) -> bool {
+        !self.current.load().policies.is_empty()
+    }
+
+    /// Reads the plugin folder and swaps in what changed. Serialised: one
+    /// reload at a time.
+    pub async fn reload(&self) -> ReloadReport {
+        let _guard = self.reload_lock.lock().await;
+        let mut report = ReloadReport::default();
+        let files = match scan(&self.dir).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read plugin folder");
+                report.refused.insert("*".into(), e.to_string());
+                return report;
+            }
+        };
+        let old = self.current.load_full();
+        // Live plugins keep their tool names when a newcomer collides.
+        let mut order: Vec<&PluginFile> = files.iter().collect();
+        order.sort_by_key(|f| (!old.plugins.contains_key(&f.name), f.name.clone()));
+
+        let mut next = Snapshot::default();
+        let mut refusals = Vec::new();
+        for file in order {
+            let previous = old.plugins.get(&file.name);
+            let candidate = match previous {
+                Some(p) if p.digest == file.digest => {
+                    report.unchanged.push(file.name.clone());
+                    Ok(p.clone())
+                }
+                _ => self.load(file).await.map(Arc::new),
+            };
+            let accepted = match candidate {
+                Ok(plugin) => match admit(&mut next, plugin) {
+                    Ok(()) => {
+                        if previous.is_none_or(|p| p.digest != file.digest) {
+                            report.loaded.push(file.name.clone());
+                        }
+                        true
+                    }
+                    Err(e) => {
+                        refusals.push((file, e));
+                        false
+                    }
+                },
+                Err(e) => {
+                    refusals.push((file, e));
+                    false
+                }
+            };
+            if !accepted
+                && let Some(prev) = previous
+                && prev.digest != file.digest
+            {
+                // The old version keeps serving.
+                let _ = admit(&mut next, prev.clone());
+            }
+        }
+        for name in old.plugins.keys() {
+            if !next.plugins.contains_key(name) && !files.iter().any(|f| &f.name == name) {
+                report.unloaded.push(name.clone());
+            }
+        }
+        next.policies
+            .sort_by(|a, b| (a.manifest.policy_order, &a.name).cmp(&(b.manifest.policy_order, &b.name)));
+        {
+            let mut map = self.refusals.lock().expect("refusals lock");
+            map.retain(|name, _| files.iter().any(|f| &f.name == name));
+            for f in &files {
+                if next.plugins.get(&f.name).is_some_and(|p| p.digest == f.digest) {
+                    map.remove(&f.name);
+                }
+            }
+            for (file, error) in refusals {
+                tracing::error!(plugin = %file.name, path = %file.path.display(), %error, "plugin refused");
+                report.refused.insert(file.name.clone(), error.clone());
+                map.insert(
+                    file.name.clone(),
+                    Refusal {
+                        error,
+                        at: now_ms(),
+                        digest: file.digest.clone(),
+                    },
+                );
+            }
+        }
+        for name in &report.loaded {
+            let p = &next.plugins[name];
+            tracing::info!(plugin = %name, version = p.version(), tools = ?p.tools().iter().map(|t| &t.name).collect::<Vec<_>>(), "plugin loaded");
+        }
+        for name in &report.unloaded {
+            tracing::info!(plugin = %name, "plugin unloaded");
+        }
+        let m = &self.metrics.plugin_reloads;
+        m.with_label_values(&["loaded"]).inc_by(report.loaded.len() as u64);
+        m.with_label_values(&["refused"]).inc_by(report.refused.len() as u64);
+        m.with_label_values(&["unloaded"]).inc_by(report.unloaded.len() as u64);
+        self.metrics.plugins_loaded.set(next.plugins.len() as i64);
+        self.current.store(Arc::new(next));
+        report
+    }
+
+    /// Compiles, links and checks one plugin, off the async threads.
+    async fn load(&self, file: &PluginFile) -> Result<Plugin, String> {
+        let manifest = match &file.policy_text {
+            Some(text) => Manifest::parse(text, &self.defaults)
+                .map_err(|e| format!("{}.policy.toml: {e}", file.name))?,
+            None => Manifest::empty(&self.defaults),
+        };
+        let manifest = Arc::new(manifest);
+        let engine = self.engine.clone();
+        let bytes = file.wasm.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &*bytes))
+            .await
+            .map_err(|e| format!("compiler task failed: {e}"))?
+            .map_err(|e| format!("not a valid Wasm component: {}", root_cause(&e)))?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let name: Arc<str> = Arc::from(file.name.as_str());
+        let kind = if exports.iter().any(|e| e == bindings::TOOL_EXPORT) {
+            let pre = self
+                .tool_linker
+                .instantiate_pre(&component)
+                .and_then(ToolPluginPre::new)
+                .map_err(|e| format!("does not fit world tool-plugin: {}", root_cause(&e)))?;
+            let tools = self.describe(&name, &manifest, &pre).await?;
+            Kind::Tools { pre, tools }
+        } else if exports.iter().any(|e| e == bindings::POLICY_EXPORT) {
+            let pre = self
+                .policy_linker
+                .instantiate_pre(&component)
+                .and_then(PolicyPluginPre::new)
+                .map_err(|e| format!("does not fit world policy-plugin: {}", root_cause(&e)))?;
+            Kind::Policy { pre }
+        } else {
+            return Err(format!(
+                "exports neither {} nor {} (found: {})",
+                bindings::TOOL_EXPORT,
+                bindings::POLICY_EXPORT,
+                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            ));
+        };
+        Ok(Plugin {
+            name,
+            digest: file.digest.clone(),
+            loaded_at: now_ms(),
+            manifest,
+            kind,
+        })
+    }
+
+    async fn describe(
+        &self,
+        name: &Arc<str>,
+        manifest: &Arc<Manifest>,
+        pre: &ToolPluginPre<State>,
+    ) -> Result<Vec<ToolInfo>, String> {
+        let mut store = runtime::store(
+            &self.engine,
+            name.clone(),
+            manifest.clone(),
+            self.backend.clone(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.atlas_agent_tool().call_describe(&mut store).await
+        };
+        let specs = match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
+            Err(_) => return Err("describe() did not return in time".into()),
+            Ok(Err(e)) => {
+                let fault = runtime::classify(&e, store.data());
+                return Err(format!("describe() failed ({}): {}", fault.as_str(), root_cause(&e)));
+            }
+            Ok(Ok(specs)) => specs,
+        };
+        if specs.is_empty() {
+            return Err("describe() offers no tools".into());
+        }
+        let mut tools: Vec<ToolInfo> = Vec::with_capacity(specs.len());
+        for s in specs {
+            if !valid_tool_name(&s.name) {
+                return Err(format!("tool name {:?} must be 1..64 of [A-Za-z0-9_-]", s.name));
+            }
+            if tools.iter().any(|t| t.name == s.name) {
+                return Err(format!("tool {} is described twice", s.name));
+            }
+            let schema: Value = serde_json::from_str(&s.parameters_schema)
+                .map_err(|e| format!("tool {}: parameters schema is not JSON: {e}", s.name))?;
+            if schema.get("type") != Some(&Value::String("object".into())) {
+                return Err(format!("tool {}: parameters schema must be an object schema", s.name));
+            }
+            tools.push(ToolInfo {
+                name: s.name,
+                description: s.description,
+                schema,
+                kind: s.kind.into(),
+            });
+        }
+        Ok(tools)
+    }
+
+    /// Runs a tool under its plugin's limits.
+    pub async fn invoke(&self, tool: &str, arguments: &str, call: &CallInfo<'_>) -> ToolResult {
+        let snap = self.current.load_full();
+        let Some((plugin, index)) = snap.tools.get(tool) else {
+            return ToolResult {
+                kind: None,
+                plugin: None,
+                outcome: Err(ToolFailure {
+                    kind: "unknown-tool",
+                    message: format!("there is no tool named {tool}"),
+                }),
+                backend_time: Duration::ZERO,
+            };
+        };
+        let Kind::Tools { pre, tools } = &plugin.kind else {
+            unreachable!("tool index only points at tool plugins")
+        };
+        let started = Instant::now();
+        let (outcome, backend_time) = self.run_tool(plugin, pre, tool, arguments, call).await;
+        let label = match &outcome {
+            Ok(_) => "success",
+            Err(f) => f.kind,
+        };
+        if matches!(label, "timeout" | "cpu" | "out-of-memory" | "output-too-large") {
+            self.metrics
+                .plugin_limit_hits
+                .with_label_values(&[&plugin.name, label])
+                .inc();
+        }
+        self.metrics
+            .plugin_invocations
+            .with_label_values(&[&plugin.name, plugin.version(), tool, label])
+            .inc();
+        self.metrics
+            .plugin_duration
+            .with_label_values(&[&plugin.name, tool])
+            .observe(started.elapsed().as_secs_f64());
+        ToolResult {
+            kind: Some(tools[*index].kind),
+            plugin: Some(plugin.name.clone()),
+            outcome,
+            backend_time,
+        }
+    }
+
+    async fn run_tool(
+        &self,
+        plugin: &Plugin,
+        pre: &ToolPluginPre<State>,
+        tool: &str,
+        arguments: &str,
+        call: &CallInfo<'_>,
+    ) -> (Result<ToolSuccess, ToolFailure>, Duration) {
+        let fail = |kind, message: String| Err(ToolFailure { kind, message });
+        let delegation = Delegation {
+            authorization: call.authorization.to_string(),
+            request_id: call.request_id.to_string(),
+        };
+        let mut store = match runtime::store(
+            &self.engine,
+            plugin.name.clone(),
+            plugin.manifest.clone(),
+            self.backend.clone(),
+            Some(delegation),
+        ) {
+            Ok(s) => s,
+            Err(e) => return (fail("unavailable", e.to_string()), Duration::ZERO),
+        };
+        let ctx = self.context(plugin, call);
+        let limits = &plugin.manifest.limits;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .atlas_agent_tool()
+                .call_invoke(&mut store, &ctx, tool, arguments)
+                .await
+        };
+        // The epoch deadline stops guest code; this one also bounds time
+        // spent waiting on the backend.
+        let result = tokio::time::timeout(limits.timeout, run).await;
+        let backend_time = store.data().backend_time;
+        let outcome = match result {
+            Err(_) => fail(
+                "timeout",
+                format!("the tool did not finish within {} ms", limits.timeout.as_millis()),
+            ),
+            Ok(Err(e)) => {
+                let fault = runtime::classify(&e, store.data());
+                tracing::warn!(plugin = &*plugin.name, tool, fault = fault.as_str(), error = %root_cause(&e), "plugin call failed");
+                let message = match fault {
+                    Fault::Timeout => format!("the tool did not finish within {} ms", limits.timeout.as_millis()),
+                    Fault::Cpu => "the tool used more CPU than it is allowed".to_string(),
+                    Fault::OutOfMemory => format!("the tool needed more than {} MiB of memory", limits.memory_bytes >> 20),
+                    Fault::Trap => "the tool crashed".to_string(),
+                };
+                fail(fault.as_str(), message)
+            }
+            Ok(Ok(Err(e))) => {
+                let (kind, message) = match e {
+                    ToolError::InvalidArguments(m) => ("invalid-arguments", m),
+                    ToolError::NotFound(m) => ("not-found", m),
+                    ToolError::Forbidden(m) => ("forbidden", m),
+                    ToolError::Backend(m) => ("backend", m),
+                    ToolError::Internal(m) => ("internal", m),
+                };
+                fail(kind, message)
+            }
+            Ok(Ok(Ok(out))) => check_output(out, limits.output_bytes),
+        };
+        (outcome, backend_time)
+    }
+
+    fn context(&self, plugin: &Plugin, call: &CallInfo<'_>) -> bindings::CallContext {
+        bindings::CallContext {
+            user: bindings::User {
+                id: call.user.id,
+                email: call.user.email.clone(),
+                full_name: call.user.full_name.clone(),
+                role: call.user.role_code.clone(),
+                company_id: call.user.company_id,
+            },
+            session_id: call.session_id.to_string(),
+            request_id: call.request_id.to_string(),
+            agent_id: call.agent_id.to_string(),
+            max_results: call.max_results,
+            config: plugin.manifest.config_json.clone(),
+        }
+    }
+
+    /// Runs every policy, in order, on one hook. The first deny or
+    /// require-approval wins; rewrites chain. A policy that fails, fails closed.
+    pub async fn check(&self, hook: Hook<'_>, call: &CallInfo<'_>) -> Verdict {
+        let snap = self.current.load_full();
+        let mut rewritten: Option<(String, String)> = None;
+        for plugin in &snap.policies {
+            let Kind::Policy { pre } = &plugin.kind else {
+                continue;
+            };
+            let current = rewritten.as_ref().map(|(_, v)| v.as_str());
+            let hook_now = match (hook, current) {
+                (Hook::Request { metadata, .. }, Some(v)) => Hook::Request { prompt: v, metadata },
+                (Hook::ToolCall { tool, .. }, Some(v)) => Hook::ToolCall { tool, arguments: v },
+                (Hook::Answer { .. }, Some(v)) => Hook::Answer { answer: v },
+                (h, None) => h,
+            };
+            let decision = self.run_policy(plugin, pre, hook_now, call).await;
+            let label = match &decision {
+                Ok(Decision::Allow) => "allow",
+                Ok(Decision::Deny(_)) => "deny",
+                Ok(Decision::Rewrite(_)) => "rewrite",
+                Ok(Decision::RequireApproval(_)) => "require_approval",
+                Err(_) => "failed",
+            };
+            self.metrics
+                .policy_decisions
+                .with_label_values(&[&plugin.name, hook.name(), label])
+                .inc();
+            let policy = plugin.name.to_string();
+            match decision {
+                Ok(Decision::Allow) => {}
+                Ok(Decision::Rewrite(v)) => rewritten = Some((policy, v)),
+                Ok(Decision::Deny(reason)) => return Verdict::Deny { policy, reason },
+                Ok(Decision::RequireApproval(reason)) => {
+                    return Verdict::RequireApproval { policy, reason };
+                }
+                Err(reason) => {
+                    tracing::error!(policy = %policy, hook = hook.name(), %reason, "policy failed; denying");
+                    return Verdict::Deny {
+                        policy,
+                        reason: format!("The validation policy could not run ({reason})"),
+                    };
+                }
+            }
+        }
+        match rewritten {
+            Some((policy, value)) => Verdict::Rewrite { policy, value },
+            None => Verdict::Allow,
+        }
+    }
+
+    async fn run_policy(
+        &self,
+        plugin: &Plugin,
+        pre: &PolicyPluginPre<State>,
+        hook: Hook<'_>,
+        call: &CallInfo<'_>,
+    ) -> Result<Decision, String> {
+        let mut store = runtime::store(
+            &self.engine,
+            plugin.name.clone(),
+            plugin.manifest.clone(),
+            self.backend.clone(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let ctx = self.context(plugin, call);
+        let limits = &plugin.manifest.limits;
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let p = instance.atlas_agent_policy();
+            match hook {
+                Hook::Request { prompt, metadata } => {
+                    p.call_check_request(&mut store, &ctx, prompt, metadata).await
+                }
+                Hook::ToolCall { tool, arguments } => {
+                    p.call_check_tool_call(&mut store, &ctx, tool, arguments).await
+                }
+                Hook::Answer { answer } => p.call_check_answer(&mut store, &ctx, answer).await,
+            }
+        };
+        match tokio::time::timeout(limits.timeout, run).await {
+            Err(_) => Err("timeout".into()),
+            Ok(Err(e)) => Err(runtime::classify(&e, store.data()).as_str().to_string()),
+            Ok(Ok(Decision::Rewrite(v))) if v.len() > limits.output_bytes => {
+                Err("output-too-large".into())
+            }
+            Ok(Ok(d)) => Ok(d),
+        }
+    }
+
+    /// For `GET /admin/plugins`.
+    pub fn describe_all(&self) -> Value {
+        let snap = self.current.load_full();
+        let refusals = self.refusals.lock().expect("refusals lock").clone();
+        let mut out = Vec::new();
+        for (name, p) in &snap.plugins {
+            out.push(serde_json::json!({
+                "name": name,
+                "version": p.version(),
+                "digest": p.digest,
+                "kind": match p.kind { Kind::Tools { .. } => "tool", Kind::Policy { .. } => "policy" },
+                "tools": p.tools(),
+                "state": "live",
+                "loadedAt": p.loaded_at,
+                "grants": p.manifest.grants.iter().map(|g| format!("{} {}", g.method.to_ascii_uppercase(), g.path)).collect::<Vec<_>>(),
+                "lastError": refusals.get(name),
+            }));
+        }
+        for (name, r) in &refusals {
+            if !snap.plugins.contains_key(name) {
+                out.push(serde_json::json!({
+                    "name": name, "state": "refused", "digest": r.digest, "lastError": r,
+                }));
+            }
+        }
+        serde_json::json!({ "dir": self.dir.display().to_string(), "plugins": out })
+    }
+}
+
+/// Adds a plugin to a snapshot being built, unless a tool name is taken.
+fn admit(next: &mut Snapshot, plugin: Arc<Plugin>) -> Result<(), String> {
+    for t in plugin.tools() {
+        if let Some((other, _)) = next.tools.get(&t.name) {
+            return Err(format!(
+                "tool {} is already offered by plugin {}",
+                t.name, other.name
+            ));
+        }
+    }
+    for (i, t) in plugin.tools().iter().enumerate() {
+        next.tools.insert(t.name.clone(), (plugin.clone(), i));
+    }
+    if matches!(plugin.kind, Kind::Policy { .. }) {
+        next.policies.push(plugin.clone());
+    }
+    next.plugins.insert(plugin.name.to_string(), plugin);
+    Ok(())
+}
+
+fn check_output(out: bindings::ToolOutput, max: usize) -> Result<ToolSuccess, ToolFailure> {
+    let size = out.content.len()
+        + out
+            .draft
+            .as_ref()
+            .map(|d| d.payload.len() + d.summary.len() + d.operation_type.len())
+            .unwrap_or(0);
+    if size > max {
+        return Err(ToolFailure {
+            kind: "output-too-large",
+            message: format!("the tool returned {size} bytes, more than the {max} allowed"),
+        });
+    }
+    let invalid = |m: String| ToolFailure {
+        kind: "invalid-output",
+        message: m,
+    };
+    serde_json::from_str::<Value>(&out.content)
+        .map_err(|e| invalid(format!("the tool returned content that is not JSON: {e}")))?;
+    let draft = match out.draft {
+        None => None,
+        Some(d) => {
+            let payload: Value = serde_json::from_str(&d.payload)
+                .map_err(|e| invalid(format!("the draft payload is not JSON: {e}")))?;
+            Some(DraftOut {
+                operation_type: d.operation_type,
+                payload,
+                summary: d.summary,
+            })
+        }
+    };
+    Ok(ToolSuccess {
+        content: out.content,
+        result_count: out.result_count,
+        draft,
+    })
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(c) = e.chain().last()
+        && c.to_string() != s
+    {
+        s = format!("{s}: {c}");
+    }
+    s
+}
+
+struct PluginFile {
+    name: String,
+    path: PathBuf,
+    wasm: Arc<Vec<u8>>,
+    policy_text: Option<String>,
+    digest: String,
+}
+
+/// Every `<name>.wasm` in the folder (symlinks followed, dot-files skipped),
+/// with its policy file.
+async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
+    let mut files = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(name) = file_name.strip_suffix(".wasm") else {
+            continue;
+        };
+        if name.is_empty() || file_name.starts_with('.') {
+            continue;
+        }
+        let Ok(meta) = tokio::fs::metadata(&path).await else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let wasm = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read plugin");
+                continue;
+            }
+        };
+        let policy_path = dir.join(format!("{name}.policy.toml"));
+        let policy_text = tokio::fs::read_to_string(&policy_path).await.ok();
+        let mut h = Sha256::new();
+        h.update(&wasm);
+        h.update([0]);
+        h.update(policy_text.as_deref().unwrap_or("").as_bytes());
+        files.push(PluginFile {
+            name: name.to_string(),
+            path,
+            wasm: Arc::new(wasm),
+            policy_text,
+            digest: hex::encode(h.finalize()),
+        });
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_names() {
+        assert!(valid_tool_name("view_work_orders"));
+        assert!(valid_tool_name("a-b"));
+        assert!(!valid_tool_name(""));
+        assert!(!valid_tool_name("has space"));
+        assert!(!valid_tool_name(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn output_checks() {
+        let out = |content: &str| bindings::ToolOutput {
+            content: content.into(),
+            result_count: None,
+            draft: None,
+        };
+        assert!(check_output(out("{\"a\":1}"), 100).is_ok());
+        assert_eq!(check_output(out("nope"), 100).unwrap_err().kind, "invalid-output");
+        assert_eq!(
+            check_output(out(&format!("\"{}\"", "x".repeat(200))), 100).unwrap_err().kind,
+            "output-too-large"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The sandbox: one engine, a fresh limited store per call, and the host
+//! functions a plugin may import.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{self, BackendError, Level, Method, Response};
+use super::manifest::Manifest;
+use crate::backend::{Backend, CallError, encode_path};
+use crate::config::PluginLimits;
+
+/// One epoch tick; deadlines are counted in these.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Upper bound on any plugin's memory, whatever its policy file says.
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Builds the engine and starts the epoch ticker. The ticker thread ends
+/// when the engine is dropped.
+pub fn engine() -> anyhow::Result<Engine> {
+    let mut cfg = EngineConfig::new();
+    cfg.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true);
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(1000)
+        .total_core_instances(2000)
+        .total_memories(1000)
+        .total_tables(2000)
+        .max_memory_size(MAX_MEMORY_BYTES);
+    cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&cfg)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+    Ok(engine)
+}
+
+/// Memory cap that remembers it was hit, so the failure can be named.
+pub struct Limiter {
+    max_memory: usize,
+    pub memory_exceeded: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory || maximum.is_some_and(|m| desired > m) {
+            self.memory_exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes reached", self.max_memory);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// What a backend call needs that the plugin must never see.
+#[derive(Clone)]
+pub struct Delegation {
+    pub authorization: String,
+    pub request_id: String,
+}
+
+/// Per-call store data.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    plugin: Arc<str>,
+    manifest: Arc<Manifest>,
+    backend: Backend,
+    delegation: Option<Delegation>,
+    pub backend_time: Duration,
+    pub denied: Arc<AtomicBool>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A fresh store: no files, sockets, env or args; fuel, epoch deadline and
+/// memory cap from the plugin's limits.
+pub fn store(
+    engine: &Engine,
+    plugin: Arc<str>,
+    manifest: Arc<Manifest>,
+    backend: Backend,
+    delegation: Option<Delegation>,
+) -> anyhow::Result<Store<State>> {
+    let limits: &PluginLimits = &manifest.limits;
+    let wasi = WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let max_memory = limits.memory_bytes.min(MAX_MEMORY_BYTES);
+    let fuel = limits.fuel;
+    let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+    let mut store = Store::new(
+        engine,
+        State {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                max_memory,
+                memory_exceeded: false,
+            },
+            plugin,
+            manifest,
+            backend,
+            delegation,
+            backend_time: Duration::ZERO,
+            denied: Arc::new(AtomicBool::new(false)),
+        },
+    );
+    store.limiter(|s| &mut s.limiter);
+    store.set_fuel(fuel)?;
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks);
+    Ok(store)
+}
+
+pub fn tool_linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::tool::ToolPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        &mut linker,
+        |s| s,
+    )?;
+    Ok(linker)
+}
+
+pub fn policy_linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::policy::PolicyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        &mut linker,
+        |s| s,
+    )?;
+    Ok(linker)
+}
+
+/// Why a call into a plugin failed, named for the model, metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Timeout,
+    Cpu,
+    OutOfMemory,
+    Trap,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Timeout => "timeout",
+            Fault::Cpu => "cpu",
+            Fault::OutOfMemory => "out-of-memory",
+            Fault::Trap => "trap",
+        }
+    }
+}
+
+/// Names the failure of a call that returned an error (not a timeout of
+/// the whole call, which the caller sees itself).
+pub fn classify(err: &wasmtime::Error, state: &State) -> Fault {
+    if state.limiter.memory_exceeded {
+        return Fault::OutOfMemory;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::Timeout,
+        Some(Trap::OutOfFuel) => Fault::Cpu,
+        _ => Fault::Trap,
+    }
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+    }
+}
+
+impl bindings::tool::atlas::agent::types::Host for State {}
+
+impl bindings::tool::atlas::agent::log::Host for State {
+    async fn log(&mut self, level: Level, message: String) {
+        // Bounded so a plugin cannot flood the log with one call.
+        let message: String = message.chars().take(2000).collect();
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl bindings::tool::atlas::agent::backend::Host for State {
+    async fn request(
+        &mut self,
+        method: Method,
+        path: Vec<String>,
+        body: Option<String>,
+    ) -> Result<Response, BackendError> {
+        let method_str = method_name(method);
+        let path = encode_path(&path).map_err(|e| BackendError::InvalidPath(e.to_string()))?;
+        if !self.manifest.allows(method_str, &path) {
+            self.denied.store(true, Ordering::Relaxed);
+            tracing::warn!(plugin = &*self.plugin, method = method_str, path = %path, "backend path not granted");
+            return Err(BackendError::NotGranted(format!(
+                "{method_str} {path} is not granted to plugin {}",
+                self.plugin
+            )));
+        }
+        let Some(delegation) = self.delegation.clone() else {
+            return Err(BackendError::NotGranted(
+                "no backend access outside a tool call".into(),
+            ));
+        };
+        let m = reqwest::Method::from_bytes(method_str.as_bytes()).expect("known method");
+        let started = Instant::now();
+        let result = self
+            .backend
+            .call(
+                m,
+                &path,
+                body,
+                &delegation.authorization,
+                &delegation.request_id,
+            )
+            .await;
+        self.backend_time += started.elapsed();
+        match result {
+            Ok((status, body)) => Ok(Response { status, body }),
+            Err(CallError::Timeout) => Err(BackendError::Timeout),
+            Err(CallError::TooLarge) => Err(BackendError::TooLarge),
+            Err(CallError::Unavailable(e)) => Err(BackendError::Unavailable(e)),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Per-user chat limits: `RATE_LIMIT_MAX` per `RATE_LIMIT_WINDOW_MS`, in
+//! fixed windows. With Redis the count is shared by every instance (one
+//! `INCR` per request), so N instances still allow the limit once; without
+//! it each instance counts alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
+use moka::sync::Cache;
+
+use crate::sessions::now_ms;
+
+/// The state of a key's window after counting one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the window resets.
+    pub reset_secs: u64,
+}
+
+struct Shared {
+    pool: Pool,
+    prefix: String,
+    timeout: Duration,
+}
+
+pub struct RateLimiter {
+    max: u32,
+    window_ms: u64,
+    /// Counts alone when there is no Redis, and while Redis cannot be asked.
+    local: Cache<(String, u64), Arc<AtomicU32>>,
+    shared: Option<Shared>,
+}
+
+const INCR: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
+impl RateLimiter {
+    pub fn local(max: u32, window: Duration) -> Self {
+        RateLimiter {
+            max,
+            window_ms: window.as_millis().max(1) as u64,
+            local: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(window * 2)
+                .build(),
+            shared: None,
+        }
+    }
+
+    pub fn redis(
+        max: u32,
+        window: Duration,
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let pool = deadpool_redis::Config::from_url(url)
+            .builder()?
+            .max_size(32)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(RateLimiter {
+            shared: Some(Shared {
+                pool,
+                prefix: prefix.to_string(),
+                timeout,
+            }),
+            ..Self::local(max, window)
+        })
+    }
+
+    /// Counts one request for `key`. If Redis cannot be asked in time the
+    /// request is counted locally instead, so an outage neither blocks chat
+    /// nor removes the limit.
+    pub async fn hit(&self, key: &str) -> Decision {
+        let now = now_ms();
+        let window = now / self.window_ms;
+        let reset_ms = (window + 1) * self.window_ms - now;
+        let count = match &self.shared {
+            None => self.local_count(key, window),
+            Some(shared) => match self.shared_count(shared, key, window).await {
+                Ok(n) => n,
+                Err(reason) => {
+                    tracing::warn!(%reason, "rate limit store unavailable; counting locally");
+                    self.local_count(key, window)
+                }
+            },
+        };
+        Decision {
+            allowed: count <= self.max,
+            limit: self.max,
+            remaining: self.max.saturating_sub(count),
+            reset_secs: reset_ms.div_ceil(1000),
+        }
+    }
+
+    async fn shared_count(&self, shared: &Shared, key: &str, window: u64) -> Result<u32, String> {
+        let redis_key = format!("{}ratelimit:{key}:{window}", shared.prefix);
+        let ask = async {
+            let mut c = shared.pool.get().await.map_err(|e| e.to_string())?;
+            redis::Script::new(INCR)
+                .key(&redis_key)
+                .arg(self.window_ms)
+                .invoke_async::<u32>(&mut *c)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(shared.timeout, ask)
+            .await
+            .unwrap_or_else(|_| Err("timeout".into()))
+    }
+
+    fn local_count(&self, key: &str, window: u64) -> u32 {
+        let counter = self
+            .local
+            .get_with((key.to_string(), window), || Arc::new(AtomicU32::new(0)));
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_window_allows_exactly_max() {
+        let l = RateLimiter::local(3, Duration::from_secs(60));
+        let mut allowed = 0;
+        for _ in 0..5 {
+            if l.hit("u1").await.allowed {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 3);
+        let d = l.hit("u1").await;
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert!(d.reset_secs >= 1 && d.reset_secs <= 60);
+        assert!(l.hit("u2").await.allowed, "keys are separate");
+    }
+}

@@ -1,0 +1,234 @@
+//! Conversations in Redis, shared by every instance.
+//!
+//! Keys (prefix `REDIS_KEY_PREFIX`, default `agents:`):
+//! - `{prefix}conversation:{company}:{user}:{session}`: a list, one JSON
+//!   message per element, oldest first;
+//! - `{prefix}conversation:{company}:{user}:{session}:meta`: a hash with
+//!   `bytes` (size of the list) and `updatedAt` (ms);
+//! - `{prefix}active`: a sorted set of `{company}:{user}:{session}` scored by
+//!   expiry time, so counting live conversations never scans keys.
+//!
+//! A turn is appended by one Lua script: its messages go in together,
+//! whatever other instances append at the same moment; expiry is refreshed
+//! and old messages are trimmed in the same step.
+
+use std::time::{Duration, Instant};
+
+use deadpool_redis::{Pool, Runtime};
+use redis::AsyncCommands;
+
+use super::{Bounds, Conversation, Owner, SessionStore, StoreError, now_ms};
+use crate::llm::Message;
+use crate::telemetry::Metrics;
+
+const APPEND: &str = r#"
+local added = 0
+for i = 6, #ARGV do
+  redis.call('RPUSH', KEYS[1], ARGV[i])
+  added = added + string.len(ARGV[i])
+end
+local bytes = tonumber(redis.call('HINCRBY', KEYS[2], 'bytes', added))
+local n = tonumber(redis.call('LLEN', KEYS[1]))
+local max_messages = tonumber(ARGV[2])
+local max_bytes = tonumber(ARGV[3])
+while n > 1 and (n > max_messages or bytes > max_bytes) do
+  local old = redis.call('LPOP', KEYS[1])
+  bytes = tonumber(redis.call('HINCRBY', KEYS[2], 'bytes', -string.len(old)))
+  n = n - 1
+end
+redis.call('HSET', KEYS[2], 'updatedAt', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[1]), ARGV[5])
+return n
+"#;
+
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    bounds: Bounds,
+    timeout: Duration,
+    append: redis::Script,
+    metrics: Metrics,
+}
+
+impl RedisStore {
+    /// Builds the pool; connections are made on first use and remade after
+    /// Redis comes back, so this succeeds while Redis is down.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        bounds: Bounds,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let pool = deadpool_redis::Config::from_url(url)
+            .builder()?
+            .max_size(64)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(RedisStore {
+            pool,
+            prefix: prefix.to_string(),
+            bounds,
+            timeout,
+            append: redis::Script::new(APPEND),
+            metrics,
+        })
+    }
+
+    fn member(owner: Owner, id: &str) -> String {
+        format!("{}:{}:{}", owner.company_id, owner.user_id, id)
+    }
+
+    fn list_key(&self, member: &str) -> String {
+        format!("{}conversation:{}", self.prefix, member)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}active", self.prefix)
+    }
+
+    /// Runs one operation under the timeout, with metrics.
+    async fn timed<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout),
+        };
+        self.metrics
+            .session_store_duration
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics
+                .session_store_errors
+                .with_label_values(&[op])
+                .inc();
+        }
+        result
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
+            other => StoreError::Unavailable(other.to_string()),
+        })
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn load(&self, owner: Owner, id: &str) -> Result<Option<Conversation>, StoreError> {
+        let key = self.list_key(&Self::member(owner, id));
+        self.timed("load", async {
+            let mut c = self.conn().await?;
+            let (items, updated, ttl): (Vec<String>, Option<u64>, i64) = redis::pipe()
+                .lrange(&key, 0, -1)
+                .hget(format!("{key}:meta"), "updatedAt")
+                .pttl(&key)
+                .query_async(&mut *c)
+                .await
+                .map_err(unavailable)?;
+            if items.is_empty() || ttl < 0 {
+                return Ok(None);
+            }
+            let messages = items
+                .iter()
+                .map(|s| serde_json::from_str::<Message>(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let now = now_ms();
+            Ok(Some(Conversation {
+                session_id: id.to_string(),
+                messages,
+                updated_at: updated.unwrap_or(now),
+                expires_at: now + ttl as u64,
+            }))
+        })
+        .await
+    }
+
+    async fn append(&self, owner: Owner, id: &str, messages: &[Message]) -> Result<(), StoreError> {
+        let member = Self::member(owner, id);
+        let key = self.list_key(&member);
+        let encoded = messages
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.timed("append", async {
+            let mut c = self.conn().await?;
+            let mut inv = self.append.prepare_invoke();
+            inv.key(&key)
+                .key(format!("{key}:meta"))
+                .key(self.index_key())
+                .arg(self.bounds.ttl_ms)
+                .arg(self.bounds.max_messages)
+                .arg(self.bounds.max_bytes)
+                .arg(now_ms())
+                .arg(&member);
+            for m in &encoded {
+                inv.arg(m);
+            }
+            let _: i64 = inv.invoke_async(&mut *c).await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, owner: Owner, id: &str) -> Result<bool, StoreError> {
+        let member = Self::member(owner, id);
+        let key = self.list_key(&member);
+        self.timed("delete", async {
+            let mut c = self.conn().await?;
+            let (deleted, _): (i64, i64) = redis::pipe()
+                .atomic()
+                .del(&[key.clone(), format!("{key}:meta")])
+                .zrem(self.index_key(), &member)
+                .query_async(&mut *c)
+                .await
+                .map_err(unavailable)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn active(&self) -> Result<u64, StoreError> {
+        self.timed("active", async {
+            let mut c = self.conn().await?;
+            let (_, n): (i64, u64) = redis::pipe()
+                .atomic()
+                .zrembyscore(self.index_key(), "-inf", now_ms())
+                .zcard(self.index_key())
+                .query_async(&mut *c)
+                .await
+                .map_err(unavailable)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", async {
+            let mut c = self.conn().await?;
+            let _: String = c.ping().await.map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+}

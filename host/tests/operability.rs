@@ -1,0 +1,272 @@
+//! What operators rely on: metrics, health, request ids, CORS, rate limits,
+//! load shedding and graceful shutdown.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::json;
+
+async fn metrics_text(host: &Host) -> String {
+    host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+fn metric_value(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_after_a_chat_and_pass_promtool() {
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    let before = metrics_text(&host).await;
+    assert_eq!(metric_value(&before, "agents_chat_requests_total"), 0.0);
+    let (s, _) = host.chat(&stack.token(ADMIN), prompt("Show me open work orders")).await;
+    assert_eq!(s, 200);
+    host.chat_full(None, prompt("no token")).await;
+    let text = metrics_text(&host).await;
+    for name in [
+        "agents_chat_requests_total{agent_id=\"default-agent\",status=\"success\"} 1",
+        "agents_chat_requests_total{agent_id=\"default-agent\",status=\"error_auth\"} 1",
+        "agents_tool_executions_total{status=\"success\",tool_name=\"view_work_orders\"} 1",
+        "agents_openai_api_calls_total{model=\"gpt-4o-mini\",status=\"success\"} 2",
+        "agents_backend_requests_total{status=\"200\"}",
+        "agents_plugin_invocations_total{outcome=\"success\",plugin=\"work-orders\"",
+        "agents_openai_tokens_total{kind=\"prompt\",model=\"gpt-4o-mini\"}",
+        "agents_chat_request_duration_seconds_bucket{agent_id=\"default-agent\",status=\"success\",le=\"0.5\"}",
+        "agents_host_overhead_seconds_count 1",
+        "agents_plugin_invocation_duration_seconds_count",
+        "agents_active_conversations 1",
+        "agents_plugins_loaded 4",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(name), "missing {name}\n{text}");
+    }
+    assert!(!text.contains(ADMIN), "no user identifiers in labels");
+
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (.ci/run installs Debian's prometheus)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_backend() {
+    let mut stack = Stack::new().await;
+    let host = stack.start().await;
+    let (s, b) = host.get("/health/ready", None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["checks"]["backend"], "ok");
+    assert_eq!(host.get("/health/live", None).await.0, 200);
+
+    stack.atlas.stop().await;
+    let (s, b) = host.get("/health/ready", None).await;
+    assert_eq!(s, 503);
+    assert_eq!(b["checks"]["backend"], "error");
+    assert_eq!(host.get("/health/live", None).await.0, 200, "liveness has no dependencies");
+
+    stack.atlas.restart().await.unwrap();
+    assert_eq!(host.get("/health/ready", None).await.0, 200);
+    stack.atlas.set_healthy(false);
+    assert_eq!(host.get("/health/ready", None).await.0, 503);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_round_trip_and_reach_the_backend_and_model() {
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    let resp = host.http.post(host.url("/v1/chat")).bearer_auth(stack.token(ADMIN))
+        .header("x-request-id", "trace-abc-123").json(&prompt("Show me open work orders"))
+        .send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+    for r in stack.atlas.requests() {
+        assert_eq!(r.header("x-request-id"), Some("trace-abc-123"), "{}", r.path);
+    }
+    for r in stack.openai.requests() {
+        assert_eq!(r.header("x-request-id"), Some("trace-abc-123"));
+    }
+    // Generated when absent or unusable.
+    let resp = host.http.get(host.url("/health")).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn cors_allows_listed_origins_only_and_preflight_needs_no_auth() {
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    let pre = host.http.request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization,content-type,x-request-id")
+        .send().await.unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    let h = pre.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    for m in ["GET", "POST", "DELETE", "OPTIONS"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    let headers = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(headers.contains("authorization") && headers.contains("x-request-id"), "{headers}");
+
+    let resp = host.http.post(host.url("/v1/chat")).header("origin", "http://localhost:8080")
+        .bearer_auth(stack.token(ADMIN)).json(&prompt("hi")).send().await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "http://localhost:8080");
+
+    let evil = host.http.request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "POST").send().await.unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+    let resp = host.http.post(host.url("/v1/chat")).header("origin", "https://evil.example")
+        .bearer_auth(stack.token(ADMIN)).json(&prompt("hi")).send().await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_is_shared_by_instances_through_redis() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    stack.set("REDIS_URL", redis.url()).set("RATE_LIMIT_MAX", "5").set("RATE_LIMIT_WINDOW_MS", "60000");
+    let a = stack.start().await;
+    let b = stack.start().await;
+    let token = stack.token(ADMIN);
+    let mut ok = 0;
+    let mut limited = None;
+    for i in 0..12 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let (s, h, body) = host.chat_full(Some(&token), prompt("hello")).await;
+        match s {
+            200 => ok += 1,
+            429 => limited = Some((h, body)),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 5, "exactly RATE_LIMIT_MAX between the two instances");
+    let (h, body) = limited.unwrap();
+    assert_eq!(body["message"], "Too many requests, please try again later");
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert!(h.contains_key("ratelimit-reset"));
+    // Another user has their own budget; health is exempt.
+    assert_eq!(a.chat(&stack.token(TECHNICIAN), prompt("hello")).await.0, 200);
+    for _ in 0..20 {
+        assert_eq!(a.get("/health", None).await.0, 200);
+    }
+    let m = metrics_text(&a).await;
+    assert!(m.contains("agents_rate_limited_total{scope=\"user\"}"), "{m}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn flood_guard_limits_one_address() {
+    let mut stack = Stack::new().await;
+    stack.set("FLOOD_GUARD_PER_SECOND", "2");
+    let host = stack.start().await;
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(host.chat_full(None, prompt("x")).await.0);
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+    assert_eq!(host.get("/health", None).await.0, 200);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn excess_concurrency_is_shed_at_once() {
+    let mut stack = Stack::new().await;
+    stack.set("MAX_CONCURRENT_REQUESTS", "2");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let slow = (0..6).map(|_| host.chat(&token, prompt("#sleep 800\nhello")));
+    let started = Instant::now();
+    let results = futures::future::join_all(slow).await;
+    let shed = results.iter().filter(|(s, _)| *s == 503).count();
+    let done = results.iter().filter(|(s, _)| *s == 200).count();
+    assert!(shed >= 1 && done >= 2, "{results:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    host.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_chats_and_exits_zero() {
+    let stack = Stack::new().await;
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in &stack.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .env("PORT", port.to_string())
+        .env("SHUTDOWN_GRACE_MS", "10000")
+        .env("LOG_FORMAT", "pretty")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{base}/health/live")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "host did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = stack.token(ADMIN);
+    let slow = {
+        let http = http.clone();
+        let url = format!("{base}/v1/chat");
+        let token = token.clone();
+        tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(token).json(&json!({"prompt": "#sleep 2000\nslow one"})).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // New work is refused while the slow chat finishes.
+    let fresh = reqwest::Client::new();
+    match fresh.post(format!("{base}/v1/chat")).bearer_auth(&token).json(&prompt("new")).send().await {
+        Err(_) => {}
+        Ok(r) => assert_eq!(r.status(), 503),
+    }
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("slow one"));
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(exit.code(), Some(0));
+}

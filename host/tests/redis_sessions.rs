@@ -1,0 +1,189 @@
+//! Conversations in a real Redis: persistence, sharing, expiry, concurrency,
+//! ownership, and outages.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use redis::AsyncCommands;
+use serde_json::Value;
+
+fn with_redis(stack: &mut Stack, redis: &RedisServer) {
+    stack.set("REDIS_URL", redis.url()).set("REDIS_KEY_PREFIX", "test:");
+}
+
+#[tokio::test]
+async fn survives_a_restart_and_is_shared_by_instances() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let token = stack.token(ADMIN);
+
+    let first = stack.start().await;
+    let (s, b) = first.chat(&token, prompt_in("The chiller needs a new filter", "r-1")).await;
+    assert_eq!(s, 200, "{b}");
+    first.stop().await;
+
+    // A new process sees it, and so does a second instance alongside.
+    let a = stack.start().await;
+    let b = stack.start().await;
+    let (_, ra) = a.chat(&token, prompt_in("#recall", "r-1")).await;
+    assert!(answer(&ra).contains("chiller"), "{ra}");
+    let (_, rb) = b.chat(&token, prompt_in("#recall", "r-1")).await;
+    let text = answer(&rb);
+    assert!(text.contains("chiller") && text.contains("#recall"), "instance b sees a's turn: {text}");
+
+    let mut c = redis.client().await;
+    let key = "test:conversation:1:1:r-1";
+    let len: usize = c.llen(key).await.unwrap();
+    assert_eq!(len, 6);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn expiry_is_set_refreshed_and_enforced() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack.set("CONVERSATION_TTL_MS", "1500");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    host.chat(&token, prompt_in("hello", "ttl-1")).await;
+    let mut c = redis.client().await;
+    let key = "test:conversation:1:1:ttl-1";
+    let ttl: i64 = c.pttl(key).await.unwrap();
+    assert!(ttl > 0 && ttl <= 1500, "{ttl}");
+    let meta_ttl: i64 = c.pttl(format!("{key}:meta")).await.unwrap();
+    assert!(meta_ttl > 0 && meta_ttl <= 1500, "{meta_ttl}");
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    host.chat(&token, prompt_in("again", "ttl-1")).await;
+    let refreshed: i64 = c.pttl(key).await.unwrap();
+    assert!(refreshed > 1000, "refreshed each turn: {refreshed}");
+    let (_, m) = host.get("/metrics", None).await;
+    let _ = m;
+
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let exists: bool = c.exists(key).await.unwrap();
+    assert!(!exists, "Redis expired it");
+    assert_eq!(host.get("/v1/sessions/ttl-1", Some(&token)).await.0, 404);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_turns_over_two_instances_lose_nothing() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let token = stack.token(ADMIN);
+    let a = stack.start().await;
+    let b = stack.start().await;
+    let turns = (0..20).map(|i| {
+        let host = if i % 2 == 0 { &a } else { &b };
+        let token = token.clone();
+        async move { host.chat(&token, prompt_in(&format!("turn number {i}"), "busy")).await }
+    });
+    for (s, body) in futures::future::join_all(turns).await {
+        assert_eq!(s, 200, "{body}");
+    }
+    let (s, conv) = a.get("/v1/sessions/busy", Some(&token)).await;
+    assert_eq!(s, 200);
+    let msgs = conv["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 40, "{conv}");
+    for i in 0..20 {
+        let p = format!("turn number {i}");
+        let at: Vec<usize> = msgs.iter().enumerate().filter(|(_, m)| m["content"] == Value::String(p.clone())).map(|(n, _)| n).collect();
+        assert_eq!(at.len(), 1, "prompt {i} stored once");
+        let next = &msgs[at[0] + 1];
+        assert_eq!(next["role"], "assistant");
+        assert_eq!(next["content"], Value::String(format!("You said: {p}")), "answer follows its prompt");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn other_users_cannot_use_the_id() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let host = stack.start().await;
+    let alice = stack.token(ADMIN);
+    let mallory = stack.token(OTHER_ADMIN);
+    host.chat(&alice, prompt_in("private notes", "mine")).await;
+    assert_eq!(host.get("/v1/sessions/mine", Some(&mallory)).await.0, 404);
+    let del = host.http.delete(host.url("/v1/sessions/mine")).bearer_auth(&mallory).send().await.unwrap();
+    assert_eq!(del.status(), 404);
+    let (_, b) = host.chat(&mallory, prompt_in("#recall", "mine")).await;
+    assert_eq!(answer(&b), "Earlier you said: nothing");
+    let (s, conv) = host.get("/v1/sessions/mine", Some(&alice)).await;
+    assert_eq!(s, 200);
+    assert_eq!(conv["messages"][0]["content"], "private notes");
+    // Erasing is the owner's right.
+    let del = host.http.delete(host.url("/v1/sessions/mine")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(del.status(), 200);
+    assert_eq!(host.get("/v1/sessions/mine", Some(&alice)).await.0, 404);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn active_count_uses_the_expiry_index() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack.set("CONVERSATION_TTL_MS", "1000");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    for i in 0..3 {
+        host.chat(&token, prompt_in("hi", &format!("c{i}"))).await;
+    }
+    let metrics = host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("agents_active_conversations 3"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("agents_active_conversations 0"), "expired ones drop out");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_then_history_resumes() {
+    let mut redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack.set("REDIS_TIMEOUT_MS", "300");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let (s, h, _) = host.chat_full(Some(&token), prompt_in("before", "o-1")).await;
+    assert_eq!(s, 200);
+    assert!(h.get("x-agent-degraded").is_none());
+
+    redis.stop();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (s, h, b) = host.chat_full(Some(&token), prompt_in("during", "o-1")).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(h.get("x-agent-degraded").unwrap(), "session-store-unavailable");
+        assert!(started.elapsed() < Duration::from_secs(3), "bounded wait: {:?}", started.elapsed());
+    }
+    let (s, _) = host.get("/health/ready", None).await;
+    assert_eq!(s, 503);
+
+    redis.restart();
+    // The pool reconnects by itself.
+    let mut ok = false;
+    for _ in 0..50 {
+        let (s, h, _) = host.chat_full(Some(&token), prompt_in("after", "o-2")).await;
+        if s == 200 && h.get("x-agent-degraded").is_none() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "history is stored again once Redis is back");
+    let (_, b) = host.chat(&token, prompt_in("#recall", "o-2")).await;
+    assert!(answer(&b).contains("after"), "{b}");
+    host.stop().await;
+}

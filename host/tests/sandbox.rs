@@ -1,0 +1,240 @@
+//! Sandbox limits, each obeyed and violated, plus loading rules. Runs the
+//! `misbehave` test plugin (tests/plugins/misbehave) through the real runtime.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_host::backend::Backend;
+use agent_host::config::PluginLimits;
+use agent_host::identity::User;
+use agent_host::plugins::{CallInfo, PluginHost, ToolResult};
+use agent_host::telemetry::Metrics;
+use atlas_stubs::atlas::{AtlasConfig, AtlasStub, SpawnedAtlas};
+use common::*;
+use serde_json::{Value, json};
+
+fn limits() -> PluginLimits {
+    PluginLimits {
+        timeout: Duration::from_millis(500),
+        fuel: 200_000_000,
+        memory_bytes: 32 << 20,
+        output_bytes: 64 * 1024,
+    }
+}
+
+fn user() -> User {
+    User {
+        id: 1,
+        email: ADMIN.into(),
+        full_name: "Alice Admin".into(),
+        first_name: "Alice".into(),
+        role_code: "ADMIN".into(),
+        role_name: "Administrator".into(),
+        company_id: 1,
+    }
+}
+
+struct Sandbox {
+    host: Arc<PluginHost>,
+    atlas: SpawnedAtlas,
+    dir: tempfile::TempDir,
+    token: String,
+    metrics: Metrics,
+}
+
+const MISBEHAVE_POLICY: &str = r#"
+[[allow]]
+method = "POST"
+path = "/api/agent/tools/work-orders/{id}/details"
+"#;
+
+impl Sandbox {
+    async fn new() -> Sandbox {
+        let atlas = AtlasStub::spawn(AtlasConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(built("test-plugins", "misbehave"), dir.path().join("misbehave.wasm")).unwrap();
+        std::fs::write(dir.path().join("misbehave.policy.toml"), MISBEHAVE_POLICY).unwrap();
+        let metrics = Metrics::new();
+        let backend = Backend::new(&atlas.base_url(), Duration::from_secs(5), metrics.clone()).unwrap();
+        let host = Arc::new(PluginHost::new(dir.path().to_path_buf(), limits(), backend, metrics.clone()).unwrap());
+        let report = host.reload().await;
+        assert_eq!(report.loaded, vec!["misbehave"], "{report:?}");
+        let token = atlas.token(ADMIN);
+        Sandbox { host, atlas, dir, token, metrics }
+    }
+
+    async fn call(&self, tool: &str, args: Value) -> ToolResult {
+        let u = user();
+        let auth = format!("Bearer {}", self.token);
+        let info = CallInfo {
+            user: &u,
+            authorization: &auth,
+            session_id: "s-1",
+            request_id: "req-1",
+            agent_id: "default-agent",
+            max_results: 10,
+        };
+        self.host.invoke(tool, &args.to_string(), &info).await
+    }
+
+    fn failure(r: &ToolResult) -> &'static str {
+        r.outcome.as_ref().err().map(|f| f.kind).unwrap_or("success")
+    }
+}
+
+fn write_policy(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(format!("{name}.policy.toml")), text).unwrap();
+}
+
+#[tokio::test]
+async fn deadline_obeyed_and_violated() {
+    let s = Sandbox::new().await;
+    let r = s.call("echo", json!({"hello": "world"})).await;
+    let out = r.outcome.as_ref().unwrap();
+    let echoed: Value = serde_json::from_str(&out.content).unwrap();
+    assert!(echoed.to_string().contains("world"), "{echoed}");
+
+    let started = Instant::now();
+    let r = s.call("spin", json!({})).await;
+    assert_eq!(Sandbox::failure(&r), "timeout");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn cpu_obeyed_and_violated() {
+    let s = Sandbox::new().await;
+    // A raised deadline isolates the fuel limit.
+    write_policy(s.dir.path(), "misbehave", &format!("{MISBEHAVE_POLICY}\n[limits]\ntimeout_ms = 20000\nfuel = 5000000\n"));
+    assert_eq!(s.host.reload().await.loaded, vec!["misbehave"]);
+    let r = s.call("burn", json!({"iterations": 1000})).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    let r = s.call("burn", json!({"iterations": 100_000_000u64})).await;
+    assert_eq!(Sandbox::failure(&r), "cpu");
+}
+
+#[tokio::test]
+async fn memory_obeyed_and_violated() {
+    let s = Sandbox::new().await;
+    let r = s.call("hog", json!({"mib": 8})).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    let r = s.call("hog", json!({"mib": 200})).await;
+    assert_eq!(Sandbox::failure(&r), "out-of-memory");
+    // The next call gets a fresh instance and works.
+    assert!(s.call("hog", json!({"mib": 1})).await.outcome.is_ok());
+}
+
+#[tokio::test]
+async fn output_size_obeyed_and_violated() {
+    let s = Sandbox::new().await;
+    assert!(s.call("flood", json!({"bytes": 1000})).await.outcome.is_ok());
+    let r = s.call("flood", json!({"bytes": 200_000})).await;
+    assert_eq!(Sandbox::failure(&r), "output-too-large");
+}
+
+#[tokio::test]
+async fn traps_and_invalid_output_are_named() {
+    let s = Sandbox::new().await;
+    assert_eq!(Sandbox::failure(&s.call("crash", json!({})).await), "trap");
+    assert_eq!(Sandbox::failure(&s.call("garbage", json!({})).await), "invalid-output");
+    assert_eq!(Sandbox::failure(&s.call("nope", json!({})).await), "unknown-tool");
+}
+
+#[tokio::test]
+async fn a_runaway_call_does_not_hold_up_others() {
+    let s = Sandbox::new().await;
+    let spin = s.call("spin", json!({}));
+    let quick = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let r = s.call("echo", json!({})).await;
+        (r, started.elapsed())
+    };
+    let (spun, (quick, took)) = tokio::join!(spin, quick);
+    assert_eq!(Sandbox::failure(&spun), "timeout");
+    assert!(quick.outcome.is_ok());
+    assert!(took < Duration::from_millis(300), "{took:?}");
+}
+
+#[tokio::test]
+async fn backend_grants_obeyed_and_violated() {
+    let s = Sandbox::new().await;
+    let fetch = |path: Value| json!({"method": "post", "path": path, "body": "{}"});
+    let r = s.call("fetch", fetch(json!(["api", "agent", "tools", "work-orders", "WO000101", "details"]))).await;
+    let out: Value = serde_json::from_str(&r.outcome.as_ref().unwrap().content).unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    let seen = s.atlas.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.path, "/api/agent/tools/work-orders/WO000101/details");
+    assert_eq!(last.header("authorization"), Some(format!("Bearer {}", s.token).as_str()));
+    assert_eq!(last.header("x-request-id"), Some("req-1"));
+
+    s.atlas.clear_requests();
+    for path in [
+        json!(["auth", "me"]),
+        json!(["api", "agent", "tools", "work-orders", "search"]),
+        json!(["api", "agent", "tools", "work-orders", "1", "update"]),
+        json!(["api", "agent", "tools", "work-orders", "..", "details"]),
+    ] {
+        let r = s.call("fetch", fetch(path.clone())).await;
+        let text = match &r.outcome {
+            Ok(o) => o.content.clone(),
+            Err(f) => f.message.clone(),
+        };
+        assert!(text.contains("not-granted") || text.contains("not granted") || text.contains("invalid-path") || text.contains("invalid path"), "{path}: {text}");
+    }
+    assert!(s.atlas.requests().is_empty(), "nothing ungranted reached the backend: {:?}", s.atlas.requests());
+}
+
+#[tokio::test]
+async fn hostile_ids_stay_inside_the_granted_path() {
+    let s = Sandbox::new().await;
+    for id in ["../../auth/me", "1?x=1", "1#", "%2e%2e/x", "1/../../x"] {
+        s.call("fetch", json!({"method": "post", "path": ["api", "agent", "tools", "work-orders", id, "details"], "body": "{}"})).await;
+    }
+    let seen = s.atlas.requests();
+    assert_eq!(seen.len(), 5);
+    for r in seen {
+        let p = r.path.as_str();
+        assert!(p.starts_with("/api/agent/tools/work-orders/") && p.ends_with("/details"), "{p}");
+        let middle = &p["/api/agent/tools/work-orders/".len()..p.len() - "/details".len()];
+        assert!(!middle.contains('/') && !middle.contains('?') && !middle.contains('#'), "{p}");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_and_incompatible_files_are_refused_and_others_load() {
+    let s = Sandbox::new().await;
+    std::fs::write(s.dir.path().join("broken.wasm"), b"\0asm\x01\0\0\0garbage").unwrap();
+    std::fs::write(s.dir.path().join("text.wasm"), b"hello").unwrap();
+    let report = s.host.reload().await;
+    assert!(report.refused.contains_key("broken"), "{report:?}");
+    assert!(report.refused.contains_key("text"), "{report:?}");
+    assert!(report.refused["broken"].contains("not a valid Wasm component"), "{report:?}");
+    assert!(s.call("echo", json!({})).await.outcome.is_ok(), "misbehave still serves");
+    let admin = s.host.describe_all().to_string();
+    assert!(admin.contains("\"refused\""), "{admin}");
+}
+
+#[tokio::test]
+async fn duplicate_tool_names_are_refused() {
+    let s = Sandbox::new().await;
+    std::fs::copy(built("test-plugins", "misbehave"), s.dir.path().join("copycat.wasm")).unwrap();
+    let report = s.host.reload().await;
+    let err = report.refused.get("copycat").expect("copycat refused");
+    assert!(err.contains("already offered by plugin misbehave"), "{err}");
+    assert!(s.call("echo", json!({})).await.outcome.is_ok());
+}
+
+#[tokio::test]
+async fn bad_policy_file_is_refused_with_its_reason() {
+    let s = Sandbox::new().await;
+    write_policy(s.dir.path(), "misbehave", "[[allow]]\nmethod = \"TELEPORT\"\npath = \"/x\"\n");
+    let report = s.host.reload().await;
+    assert!(report.refused["misbehave"].contains("unknown method"), "{report:?}");
+    // The previous version keeps serving.
+    assert!(s.call("echo", json!({})).await.outcome.is_ok());
+    let _ = &s.metrics;
+}
