@@ -1,7 +1,8 @@
 //! Atlas backend stub for the local stack and load runs.
 //!
 //! `atlas-stub` serves until SIGINT/SIGTERM; `atlas-stub token <email> [ttl_secs]`
-//! prints a token signed with the same secret (for curl and k6) and exits.
+//! prints a token signed with the same secret (for curl and k6) and exits;
+//! `atlas-stub secret` prints the secret (the host's `JWT_SECRET_KEY`).
 
 use std::io::Write as _;
 
@@ -30,8 +31,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", token::mint_with_key(&key, email, ttl));
             return Ok(());
         }
+        Some("secret") => {
+            // The host's JWT_SECRET_KEY that matches this stub.
+            println!("{secret}");
+            return Ok(());
+        }
         Some(other) => anyhow::bail!(
-            "unknown argument {other:?}; usage: atlas-stub [token <email> [ttl_secs]]"
+            "unknown argument {other:?}; usage: atlas-stub [token <email> [ttl_secs] | secret]"
         ),
         None => {}
     }

@@ -1,0 +1,282 @@
+//! Answer policy: mask secrets and card numbers before an answer reaches the
+//! user. Bearer tokens, JWT-like strings, API keys (`sk-...`) and
+//! Luhn-valid card numbers are replaced; an answer with none passes as is.
+//!
+//! Hand-written scanners rather than a regex engine keep the plugin small.
+
+use atlas_agent_sdk::prelude::*;
+
+/// The `[config]` table of `answer-guard.policy.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Mask `Bearer <token>` and JWT-like strings.
+    pub mask_tokens: bool,
+    /// Mask API keys starting with one of `key_prefixes`.
+    pub mask_api_keys: bool,
+    /// Mask Luhn-valid card numbers (13-19 digits, spaces or dashes allowed).
+    pub mask_cards: bool,
+    /// Prefixes that start an API key.
+    pub key_prefixes: Vec<String>,
+    /// Characters after the prefix for it to count as a key.
+    pub min_key_chars: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mask_tokens: true,
+            mask_api_keys: true,
+            mask_cards: true,
+            key_prefixes: vec!["sk-".into()],
+            min_key_chars: 16,
+        }
+    }
+}
+
+pub const TOKEN_MASK: &str = "[REDACTED TOKEN]";
+pub const KEY_MASK: &str = "[REDACTED KEY]";
+
+/// Replace the byte ranges `spans` (sorted, non-overlapping) of `text`.
+fn replace_spans(text: &str, spans: &[(usize, usize, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end, with) in spans {
+        out.push_str(&text[at..*start]);
+        out.push_str(with);
+        at = *end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Whether the byte before `i` ends a word (so a match starting at `i` is a
+/// whole word, not the tail of something longer).
+fn at_word_start(text: &str, i: usize) -> bool {
+    text[..i]
+        .chars()
+        .next_back()
+        .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-')
+}
+
+fn token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
+}
+
+fn b64url_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_')
+}
+
+/// `Bearer <token>` (any case): the token is masked, the word kept.
+fn mask_bearer(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("bearer") {
+        let start = from + found;
+        from = start + 6;
+        if !at_word_start(text, start) {
+            continue;
+        }
+        let mut i = from;
+        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t' || bytes[i] == b':') {
+            i += 1;
+        }
+        let token_start = i;
+        while i < bytes.len() && token_char(bytes[i]) {
+            i += 1;
+        }
+        // At least one separator after the word, and a token worth the name.
+        if token_start > from && i - token_start >= 8 {
+            spans.push((token_start, i, TOKEN_MASK.to_owned()));
+            from = i;
+        }
+    }
+    replace_spans(text, &spans)
+}
+
+/// `eyJ<header>.<payload>.<signature>`: base64url JSON header, the usual JWT shape.
+fn mask_jwts(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("eyJ") {
+        let start = from + found;
+        from = start + 3;
+        if !at_word_start(text, start) {
+            continue;
+        }
+        // Three base64url segments; the signature may be empty (`alg: none`).
+        let mut i = start;
+        let mut lengths = Vec::new();
+        loop {
+            let seg = i;
+            while i < bytes.len() && b64url_char(bytes[i]) {
+                i += 1;
+            }
+            lengths.push(i - seg);
+            if lengths.len() == 3 || i >= bytes.len() || bytes[i] != b'.' {
+                break;
+            }
+            i += 1;
+        }
+        if lengths.len() == 3 && lengths[0] >= 10 && lengths[1] >= 2 {
+            spans.push((start, i, TOKEN_MASK.to_owned()));
+            from = i;
+        }
+    }
+    replace_spans(text, &spans)
+}
+
+/// API keys: a configured prefix at a word start followed by enough key characters.
+fn mask_keys(text: &str, prefixes: &[String], min_chars: usize) -> String {
+    let bytes = text.as_bytes();
+    let mut spans: Vec<(usize, usize, String)> = Vec::new();
+    for prefix in prefixes.iter().filter(|p| !p.is_empty()) {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(prefix.as_str()) {
+            let start = from + found;
+            from = start + prefix.len();
+            if !at_word_start(text, start) {
+                continue;
+            }
+            let mut i = from;
+            while i < bytes.len() && b64url_char(bytes[i]) {
+                i += 1;
+            }
+            let overlaps = spans.iter().any(|(s, e, _)| start < *e && *s < i);
+            if i - from >= min_chars.max(1) && !overlaps {
+                spans.push((start, i, KEY_MASK.to_owned()));
+                from = i;
+            }
+        }
+    }
+    spans.sort_by_key(|s| s.0);
+    replace_spans(text, &spans)
+}
+
+/// Luhn checksum over ASCII digits.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| {
+            let d = u32::from(d - b'0');
+            if !i.is_multiple_of(2) {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// Card numbers: runs of digit groups joined by single spaces or dashes. In
+/// each run, the longest Luhn-valid stretch of whole groups with 13-19 digits
+/// is masked, keeping the last four digits.
+fn mask_cards(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() || !at_word_start(text, i) {
+            i += 1;
+            continue;
+        }
+        // Collect the groups of this run.
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut j = i;
+        loop {
+            let start = j;
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            groups.push((start, j));
+            let joined = j + 1 < bytes.len()
+                && matches!(bytes[j], b' ' | b'-')
+                && bytes[j + 1].is_ascii_digit();
+            if !joined {
+                break;
+            }
+            j += 1;
+        }
+        // A run glued to letters (an id like `ABC1234567890123`) is not a card.
+        let ends_word = text[j..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric());
+        let mut g = 0;
+        while ends_word && g < groups.len() {
+            let mut digits = Vec::new();
+            let mut best = None;
+            for (k, (s, e)) in groups.iter().enumerate().skip(g) {
+                digits.extend_from_slice(&bytes[*s..*e]);
+                if digits.len() > 19 {
+                    break;
+                }
+                if digits.len() >= 13 && luhn_valid(&digits) {
+                    best = Some((k, digits.clone()));
+                }
+            }
+            match best {
+                Some((k, digits)) => {
+                    let last4 = String::from_utf8_lossy(&digits[digits.len() - 4..]).into_owned();
+                    spans.push((
+                        groups[g].0,
+                        groups[k].1,
+                        format!("[REDACTED CARD ending {last4}]"),
+                    ));
+                    g = k + 1;
+                }
+                None => g += 1,
+            }
+        }
+        i = j.max(i + 1);
+    }
+    replace_spans(text, &spans)
+}
+
+/// `answer` with everything the config asks for masked.
+pub fn mask(answer: &str, config: &Config) -> String {
+    let mut text = answer.to_owned();
+    if config.mask_tokens {
+        text = mask_jwts(&mask_bearer(&text));
+    }
+    if config.mask_api_keys {
+        text = mask_keys(&text, &config.key_prefixes, config.min_key_chars);
+    }
+    if config.mask_cards {
+        text = mask_cards(&text);
+    }
+    text
+}
+
+pub struct AnswerGuard;
+
+impl Policy for AnswerGuard {
+    fn check_answer(&self, ctx: &Context, answer: &str) -> Decision {
+        let config: Config = match ctx.config() {
+            Ok(c) => c,
+            // Fail closed: without a valid config the answer cannot be checked.
+            Err(e) => {
+                return Decision::deny(format!("answer guard is misconfigured: {}", e.message()));
+            }
+        };
+        let masked = mask(answer, &config);
+        if masked == answer {
+            Decision::Allow
+        } else {
+            log::info("masked sensitive content in an answer");
+            Decision::Rewrite(masked)
+        }
+    }
+}
+
+atlas_agent_sdk::export_policy!(AnswerGuard);
+
+#[cfg(test)]
+mod tests;
