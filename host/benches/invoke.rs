@@ -1,1 +1,82 @@
-fn main() {}
+//! One tool invocation through the real runtime: a fresh instance from the
+//! pre-instantiated component, the call, and JSON in and out.
+//!
+//! Needs `cargo xtask plugins` first. Run: `cargo bench -p agent-host --bench invoke`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_host::backend::Backend;
+use agent_host::config::PluginLimits;
+use agent_host::identity::User;
+use agent_host::plugins::{CallInfo, PluginHost};
+use agent_host::telemetry::Metrics;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["user-context", "drafts"] {
+        let src = plugins.join(format!("{name}.wasm"));
+        assert!(src.exists(), "run `cargo xtask plugins` first");
+        std::fs::copy(&src, dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Metrics::new();
+    let backend = Backend::new(
+        "http://127.0.0.1:9",
+        Duration::from_secs(1),
+        metrics.clone(),
+    )
+    .unwrap();
+    let limits = PluginLimits {
+        timeout: Duration::from_secs(5),
+        fuel: 500_000_000,
+        memory_bytes: 64 << 20,
+        output_bytes: 1 << 20,
+    };
+    let host = rt.block_on(async {
+        let host = PluginHost::new(dir.path().to_path_buf(), limits, backend, metrics).unwrap();
+        let report = host.reload().await;
+        assert_eq!(report.loaded.len(), 2, "{report:?}");
+        host
+    });
+    let user = User {
+        id: 7,
+        email: "tech@acme.test".into(),
+        full_name: "Terry Tech".into(),
+        first_name: "Terry".into(),
+        role_code: "TECHNICIAN".into(),
+        role_name: "Technician".into(),
+        company_id: 1,
+    };
+    let info = CallInfo {
+        user: &user,
+        authorization: "Bearer x",
+        session_id: "bench",
+        request_id: "bench",
+        agent_id: "default-agent",
+        max_results: 10,
+    };
+    let mut group = c.benchmark_group("tool_invocation");
+    group.bench_function("get_user_context", |b| {
+        b.iter(|| {
+            let r = rt.block_on(host.invoke("get_user_context", "{}", &info));
+            assert!(r.outcome.is_ok());
+        })
+    });
+    let args = r#"{"title":"  replace   the conveyor belt ","description":"belt is worn"}"#;
+    group.bench_function("prepare_work_order_creation_draft", |b| {
+        b.iter(|| {
+            let r = rt.block_on(host.invoke("prepare_work_order_creation_draft", args, &info));
+            assert!(r.outcome.is_ok());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -91,7 +91,11 @@ pub fn truncate(text: &str, max: usize) -> String {
 
 fn system_prompt(caller: &Caller, now: &str) -> String {
     let u = &caller.user;
-    let name = if u.first_name.is_empty() { &u.full_name } else { &u.first_name };
+    let name = if u.first_name.is_empty() {
+        &u.full_name
+    } else {
+        &u.first_name
+    };
     format!(
         "You are the Atlas maintenance copilot, an assistant inside Atlas CMMS \
 (computerized maintenance management). You help maintenance teams with work orders, assets \
@@ -103,7 +107,11 @@ results: if a tool did not return it, you do not know it. If a tool fails, say s
 - Work order codes look like WO000123. Keep lists short and say when more results exist.\n\
 - Answer in Markdown: short paragraphs, bullet lists, and tables for several items.\n\
 - The current time is {now}.",
-        role = if u.role_name.is_empty() { &u.role_code } else { &u.role_name },
+        role = if u.role_name.is_empty() {
+            &u.role_code
+        } else {
+            &u.role_name
+        },
         company = u.company_id,
     )
 }
@@ -210,13 +218,9 @@ impl Agent {
                 content: reply.content.clone(),
                 tool_calls: reply.tool_calls.clone(),
             });
-            let results = futures::future::join_all(
-                reply
-                    .tool_calls
-                    .iter()
-                    .map(|c| self.run_tool(c, &call)),
-            )
-            .await;
+            let results =
+                futures::future::join_all(reply.tool_calls.iter().map(|c| self.run_tool(c, &call)))
+                    .await;
             for (c, r) in reply.tool_calls.iter().zip(results) {
                 upstream += r.backend_time;
                 if let Some(record) = r.record {
@@ -244,7 +248,11 @@ impl Agent {
                 self.max_turns
             )));
         };
-        match self.plugins.check(Hook::Answer { answer: &answer }, &call).await {
+        match self
+            .plugins
+            .check(Hook::Answer { answer: &answer }, &call)
+            .await
+        {
             Verdict::Allow => {}
             Verdict::Rewrite { value, .. } => answer = value,
             Verdict::Deny { policy, reason } | Verdict::RequireApproval { policy, reason } => {
@@ -256,7 +264,12 @@ impl Agent {
             content: Some(answer.clone()),
             tool_calls: vec![],
         });
-        if !degraded && let Err(e) = self.sessions.append(owner, session_id, &messages[first_new..]).await {
+        if !degraded
+            && let Err(e) = self
+                .sessions
+                .append(owner, session_id, &messages[first_new..])
+                .await
+        {
             degraded = true;
             log_store_error("append", &e);
         }
@@ -271,7 +284,10 @@ impl Agent {
 
     async fn run_tool(&self, c: &ToolCall, call: &CallInfo<'_>) -> ToolRun {
         let parsed: Result<Value, _> = serde_json::from_str(&c.arguments);
-        let arguments_value = parsed.as_ref().cloned().unwrap_or(Value::String(c.arguments.clone()));
+        let arguments_value = parsed
+            .as_ref()
+            .cloned()
+            .unwrap_or(Value::String(c.arguments.clone()));
         let kind = self.plugins.tool_kind(&c.name);
         let logged = matches!(kind, Some(ToolKind::Read | ToolKind::Write));
         let record = |status: &'static str, count: Option<u32>, error: Option<String>| {
@@ -319,7 +335,11 @@ impl Agent {
             Verdict::Allow => {}
             Verdict::Rewrite { value, .. } => arguments = value,
             Verdict::Deny { policy, reason } => {
-                return failed("denied", "denied", format!("refused by policy {policy}: {reason}"));
+                return failed(
+                    "denied",
+                    "denied",
+                    format!("refused by policy {policy}: {reason}"),
+                );
             }
             Verdict::RequireApproval { policy, reason } => approval = Some((policy, reason)),
         }
@@ -370,7 +390,11 @@ impl Agent {
 
 /// Unknown names the model made up share one label, so labels stay bounded.
 fn tool_label<'a>(name: &'a str, plugins: &PluginHost) -> &'a str {
-    if plugins.tool_kind(name).is_some() { name } else { "unknown" }
+    if plugins.tool_kind(name).is_some() {
+        name
+    } else {
+        "unknown"
+    }
 }
 
 struct ToolRun {

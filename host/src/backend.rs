@@ -119,7 +119,10 @@ impl Backend {
             Err(CallError::Unavailable(_)) => "unavailable".into(),
             Err(CallError::TooLarge) => "too_large".into(),
         };
-        self.metrics.backend_requests.with_label_values(&[&label]).inc();
+        self.metrics
+            .backend_requests
+            .with_label_values(&[&label])
+            .inc();
         result
     }
 
@@ -196,7 +199,10 @@ mod tests {
             p("1?x=1").unwrap(),
             "/api/agent/tools/work-orders/1%3Fx%3D1/details"
         );
-        assert_eq!(p("1#").unwrap(), "/api/agent/tools/work-orders/1%23/details");
+        assert_eq!(
+            p("1#").unwrap(),
+            "/api/agent/tools/work-orders/1%23/details"
+        );
         assert_eq!(
             p("%2e%2e/x").unwrap(),
             "/api/agent/tools/work-orders/%252e%252e%2Fx/details"

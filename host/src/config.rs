@@ -250,7 +250,10 @@ impl Config {
             body_limit_bytes: r.parse(BODY_LIMIT_BYTES, 64 * 1024usize)?,
             log_level: r.string(LOG_LEVEL, "info"),
             log_json: log_format == "json",
-            allowed_origins: r.list(ALLOWED_ORIGINS, "http://localhost:3000,http://localhost:8080"),
+            allowed_origins: r.list(
+                ALLOWED_ORIGINS,
+                "http://localhost:3000,http://localhost:8080",
+            ),
             rate_limit_max: r.parse(RATE_LIMIT_MAX, 30u32)?,
             rate_limit_window: r.millis(RATE_LIMIT_WINDOW_MS, 60_000)?,
             flood_guard_per_second: r.parse(FLOOD_GUARD_PER_SECOND, 50u32)?,
@@ -295,8 +298,8 @@ impl Config {
 /// (standard or URL-safe alphabet, padding optional).
 pub fn decode_jwt_secret(raw: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    use base64::engine::general_purpose::{GeneralPurposeConfig, GeneralPurpose};
     use base64::engine::DecodePaddingMode;
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
     let lenient = GeneralPurposeConfig::new()
         .with_decode_padding_mode(DecodePaddingMode::Indifferent)
         .with_decode_allow_trailing_bits(true);

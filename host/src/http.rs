@@ -37,7 +37,8 @@ pub struct RequestId(pub Arc<str>);
 
 fn valid_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len())
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {
@@ -49,7 +50,17 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .map(Arc::from)
         .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()));
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    // Chat fills in who and which conversation once it knows.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        agent_id = tracing::field::Empty,
+        session_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+        company_id = tracing::field::Empty,
+    );
     let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);
@@ -156,10 +167,18 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
         }
     };
     let backend = async {
-        if s.backend.healthy(timeout).await { "ok" } else { "error" }
+        if s.backend.healthy(timeout).await {
+            "ok"
+        } else {
+            "error"
+        }
     };
     let (redis, backend) = tokio::join!(redis, backend);
-    let model = if s.agent.model.is_some() { "ok" } else { "not_configured" };
+    let model = if s.agent.model.is_some() {
+        "ok"
+    } else {
+        "not_configured"
+    };
     let draining = s.draining.load(Ordering::SeqCst);
     let ready = !draining && redis != "error" && backend == "ok" && model == "ok";
     s.metrics.ready.set(i64::from(ready));
@@ -171,19 +190,25 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
             "draining": draining,
         },
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     // Counted at scrape time from the store's expiry index: no key scans.
-    if let Ok(Ok(n)) =
-        tokio::time::timeout(Duration::from_secs(1), s.agent.sessions.active()).await
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), s.agent.sessions.active()).await
     {
         s.metrics.active_conversations.set(n as i64);
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()
@@ -242,7 +267,9 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let agent_id = match obj.remove("agentId") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_AGENT_ID_CHARS => Some(s.trim().to_string()),
+        Some(Value::String(s)) if s.chars().count() <= MAX_AGENT_ID_CHARS => {
+            Some(s.trim().to_string())
+        }
         Some(Value::String(_)) => {
             errors.push(FieldError::new(
                 "agentId",
@@ -276,7 +303,10 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 format!("metadata.{key}"),
                 "must be 1 to 100 characters of letters, digits, '.', '_', ':' or '-'",
             )),
-            Some(_) => errors.push(FieldError::new(format!("metadata.{key}"), "must be a string")),
+            Some(_) => errors.push(FieldError::new(
+                format!("metadata.{key}"),
+                "must be a string",
+            )),
         }
     }
     if errors.is_empty() {
@@ -292,10 +322,15 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
 }
 
-fn body_or_413(body: Result<Bytes, axum::extract::rejection::BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+fn body_or_413(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge { limit }
@@ -317,7 +352,9 @@ async fn chat(
     let mut agent_label = default_agent.clone();
     let result = async {
         if s.draining.load(Ordering::SeqCst) {
-            return Err(ApiError::Unavailable("The assistant is shutting down, please retry".into()));
+            return Err(ApiError::Unavailable(
+                "The assistant is shutting down, please retry".into(),
+            ));
         }
         let body = body_or_413(body, s.config.body_limit_bytes)?;
         let req = parse_chat(&body)?;
@@ -334,11 +371,12 @@ async fn chat(
             .session_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        tracing::info!(
-            agent_id = %agent_id, session_id = %session_id,
-            user_id = caller.user.id, company_id = caller.user.company_id,
-            prompt_chars = req.prompt.chars().count(), "chat"
-        );
+        let span = tracing::Span::current();
+        span.record("agent_id", agent_id.as_str());
+        span.record("session_id", session_id.as_str());
+        span.record("user_id", caller.user.id);
+        span.record("company_id", caller.user.company_id);
+        tracing::info!(prompt_chars = req.prompt.chars().count(), "chat");
         tracing::debug!(prompt = %req.prompt, "chat prompt");
         let out = s
             .agent
@@ -430,7 +468,11 @@ async fn session_owner(
 ) -> Result<Owner, ApiError> {
     let caller = s
         .identity
-        .authenticate(authorization(headers), &s.config.default_agent_id, request_id)
+        .authenticate(
+            authorization(headers),
+            &s.config.default_agent_id,
+            request_id,
+        )
         .await?;
     if !valid_session_id(id) {
         return Err(ApiError::invalid(
@@ -456,7 +498,13 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = session_owner(&s, &headers, &id, &request_id).await?;
-    match s.agent.sessions.load(owner, &id).await.map_err(store_error)? {
+    match s
+        .agent
+        .sessions
+        .load(owner, &id)
+        .await
+        .map_err(store_error)?
+    {
         None => Err(ApiError::NotFound("No such conversation".into())),
         Some(c) => Ok(Json(json!({
             "status": "success",
@@ -475,8 +523,15 @@ async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = session_owner(&s, &headers, &id, &request_id).await?;
-    if s.agent.sessions.delete(owner, &id).await.map_err(store_error)? {
-        Ok(Json(json!({ "status": "success", "sessionId": id, "deleted": true })))
+    if s.agent
+        .sessions
+        .delete(owner, &id)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(Json(
+            json!({ "status": "success", "sessionId": id, "deleted": true }),
+        ))
     } else {
         Err(ApiError::NotFound("No such conversation".into()))
     }
@@ -531,7 +586,10 @@ mod tests {
         assert_eq!(problems("{}"), vec!["prompt"]);
         assert_eq!(problems(r#"{"prompt":"   "}"#), vec!["prompt"]);
         assert_eq!(problems(r#"{"prompt":5}"#), vec!["prompt"]);
-        assert_eq!(problems(r#"{"prompt":"hi","metadata":null}"#), vec!["metadata"]);
+        assert_eq!(
+            problems(r#"{"prompt":"hi","metadata":null}"#),
+            vec!["metadata"]
+        );
         assert_eq!(problems(r#"{"prompt":"hi","agentId":3}"#), vec!["agentId"]);
         assert_eq!(
             problems(r#"{"prompt":"hi","metadata":{"sessionId":"a b"}}"#),
@@ -540,15 +598,26 @@ mod tests {
         let long = format!(r#"{{"prompt":"{}"}}"#, "x".repeat(10_001));
         assert_eq!(problems(&long), vec!["prompt"]);
         let ok = format!(r#"{{"prompt":"  {}  "}}"#, "é".repeat(10_000));
-        assert_eq!(parse_chat(ok.as_bytes()).unwrap().prompt.chars().count(), 10_000);
+        assert_eq!(
+            parse_chat(ok.as_bytes()).unwrap().prompt.chars().count(),
+            10_000
+        );
     }
 
     #[test]
     fn session_id_precedence() {
-        let r = parse_chat(br#"{"prompt":"hi","metadata":{"correlationId":"c-1","threadId":"t"}}"#).unwrap();
+        let r = parse_chat(br#"{"prompt":"hi","metadata":{"correlationId":"c-1","threadId":"t"}}"#)
+            .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("c-1"));
-        let r = parse_chat(br#"{"prompt":"hi","metadata":{"sessionId":"s:1","conversationId":"c"}}"#).unwrap();
+        let r =
+            parse_chat(br#"{"prompt":"hi","metadata":{"sessionId":"s:1","conversationId":"c"}}"#)
+                .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("s:1"));
-        assert!(parse_chat(br#"{"prompt":"hi","user":{"x":1}}"#).unwrap().session_id.is_none());
+        assert!(
+            parse_chat(br#"{"prompt":"hi","user":{"x":1}}"#)
+                .unwrap()
+                .session_id
+                .is_none()
+        );
     }
 }

@@ -116,7 +116,13 @@ impl Identity {
                 if !self.ttl.is_zero() {
                     let until = Instant::now() + self.ttl;
                     self.cache
-                        .insert(digest, Cached { user: user.clone(), until })
+                        .insert(
+                            digest,
+                            Cached {
+                                user: user.clone(),
+                                until,
+                            },
+                        )
                         .await;
                 }
                 user
@@ -142,9 +148,9 @@ impl Identity {
                 tracing::warn!(status, "unexpected /auth/me status");
                 Err(ApiError::Upstream("Atlas identity lookup failed".into()))
             }
-            Err(CallError::Timeout) => {
-                Err(ApiError::Upstream("Atlas did not answer the identity lookup in time".into()))
-            }
+            Err(CallError::Timeout) => Err(ApiError::Upstream(
+                "Atlas did not answer the identity lookup in time".into(),
+            )),
             Err(e) => {
                 tracing::warn!(error = %e, "/auth/me failed");
                 Err(ApiError::Upstream("Atlas backend is unreachable".into()))
@@ -160,7 +166,11 @@ impl Identity {
             return Err(ApiError::Forbidden {
                 message: format!(
                     "Your role ({}) is not allowed to use the assistant",
-                    if user.role_code.is_empty() { "none" } else { &user.role_code }
+                    if user.role_code.is_empty() {
+                        "none"
+                    } else {
+                        &user.role_code
+                    }
                 ),
                 agent_id: agent_id.to_string(),
             });
@@ -179,8 +189,14 @@ impl Identity {
 pub fn parse_user(v: &Value) -> Option<User> {
     let id = v.get("id")?.as_i64()?;
     let email = v.get("email").and_then(Value::as_str).unwrap_or_default();
-    let first = v.get("firstName").and_then(Value::as_str).unwrap_or_default();
-    let last = v.get("lastName").and_then(Value::as_str).unwrap_or_default();
+    let first = v
+        .get("firstName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let last = v
+        .get("lastName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let company_id = v
         .get("companyId")
         .and_then(Value::as_i64)
@@ -189,8 +205,14 @@ pub fn parse_user(v: &Value) -> Option<User> {
     let (role_code, role_name) = match v.get("role") {
         Some(Value::String(s)) => (s.clone(), s.clone()),
         Some(role) => (
-            role.get("code").and_then(Value::as_str).unwrap_or_default().to_string(),
-            role.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            role.get("code")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            role.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         ),
         None => (String::new(), String::new()),
     };
@@ -214,17 +236,32 @@ mod tests {
     fn bearer_parsing() {
         assert_eq!(bearer_token(Some("Bearer abc")).unwrap(), "abc");
         assert_eq!(bearer_token(Some("bearer abc")).unwrap(), "abc");
-        for bad in [None, Some(""), Some("Bearer"), Some("Bearer "), Some("Basic abc"), Some("Bearer a b")] {
-            assert!(matches!(bearer_token(bad), Err(ApiError::Unauthorized(_))), "{bad:?}");
+        for bad in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Basic abc"),
+            Some("Bearer a b"),
+        ] {
+            assert!(
+                matches!(bearer_token(bad), Err(ApiError::Unauthorized(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn user_fields_and_company_fallback() {
-        let u = parse_user(&json!({"id": 7, "email": "a@b", "firstName": "Ann", "lastName": "Lee",
-            "company": {"id": 3}, "role": {"code": "ADMIN", "name": "Administrator"}}))
+        let u = parse_user(
+            &json!({"id": 7, "email": "a@b", "firstName": "Ann", "lastName": "Lee",
+            "company": {"id": 3}, "role": {"code": "ADMIN", "name": "Administrator"}}),
+        )
         .unwrap();
-        assert_eq!((u.id, u.company_id, u.full_name.as_str()), (7, 3, "Ann Lee"));
+        assert_eq!(
+            (u.id, u.company_id, u.full_name.as_str()),
+            (7, 3, "Ann Lee")
+        );
         assert_eq!(u.role_code, "ADMIN");
         let none = parse_user(&json!({"id": 8, "companyId": null})).unwrap();
         assert_eq!(none.company_id, 0);

@@ -279,9 +279,7 @@ fn classify(e: OpenAIError) -> ModelError {
         },
         OpenAIError::Reqwest(r) if r.is_timeout() => ModelError::Timeout,
         OpenAIError::Reqwest(r) => match r.status() {
-            Some(s) => ModelError::Status {
-                status: s.as_u16(),
-            },
+            Some(s) => ModelError::Status { status: s.as_u16() },
             None => ModelError::Unreachable,
         },
         OpenAIError::JSONDeserialize(..) => ModelError::Invalid,

@@ -13,7 +13,14 @@ async fn work_order_question_goes_through_the_plugin_with_the_users_token() {
     let (status, body) = host.chat(&token, prompt("Show me open work orders")).await;
     assert_eq!(status, 200, "{body}");
     let text = answer(&body);
-    assert!(text.contains("WO000101"), "{text}");
+    assert!(
+        text.contains("WO000102") && text.contains("\"total\":9"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("WO000201"),
+        "another company's work order: {text}"
+    );
     assert_eq!(body["agentId"], "default-agent");
     let session = body["sessionId"].as_str().unwrap();
     assert_eq!(uuid::Uuid::parse_str(session).unwrap().get_version_num(), 4);
@@ -30,7 +37,10 @@ async fn work_order_question_goes_through_the_plugin_with_the_users_token() {
     assert_eq!(backend.len(), 1, "{backend:?}");
     assert_eq!(backend[0].method, "POST");
     assert_eq!(backend[0].path, "/api/agent/tools/work-orders/search");
-    assert_eq!(backend[0].header("authorization"), Some(format!("Bearer {token}").as_str()));
+    assert_eq!(
+        backend[0].header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
     let sent = backend[0].json().unwrap();
     assert_eq!(sent["limit"], 5);
     // The model never sees the token.
@@ -45,7 +55,9 @@ async fn turn_two_carries_turn_one() {
     let stack = Stack::new().await;
     let host = stack.start().await;
     let token = stack.token(ADMIN);
-    let (s1, b1) = host.chat(&token, prompt_in("Remember the blue pump", "conv-1")).await;
+    let (s1, b1) = host
+        .chat(&token, prompt_in("Remember the blue pump", "conv-1"))
+        .await;
     assert_eq!(s1, 200, "{b1}");
     assert_eq!(b1["sessionId"], "conv-1");
     let (s2, b2) = host.chat(&token, prompt_in("#recall", "conv-1")).await;
@@ -53,7 +65,12 @@ async fn turn_two_carries_turn_one() {
     assert!(answer(&b2).contains("Remember the blue pump"), "{b2}");
     // The model received turn one (prompt and answer) before turn two.
     let last = stack.openai.requests().last().unwrap().json().unwrap();
-    let roles: Vec<&str> = last["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
     host.stop().await;
 }
@@ -63,12 +80,21 @@ async fn tool_calls_and_results_are_kept_in_history() {
     let stack = Stack::new().await;
     let host = stack.start().await;
     let token = stack.token(ADMIN);
-    host.chat(&token, prompt_in("Show me open work orders", "h-1")).await;
+    host.chat(&token, prompt_in("Show me open work orders", "h-1"))
+        .await;
     let (_, b) = host.chat(&token, prompt_in("#recall", "h-1")).await;
     assert_eq!(b["status"], "success");
     let last = stack.openai.requests().last().unwrap().json().unwrap();
-    let roles: Vec<&str> = last["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant", "user"]);
+    let roles: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "assistant", "user"]
+    );
     let (status, conv) = host.get("/v1/sessions/h-1", Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(conv["messages"].as_array().unwrap().len(), 6);
@@ -82,7 +108,11 @@ async fn another_user_can_neither_see_nor_erase_a_conversation() {
     let alice = stack.token(ADMIN);
     let tech = stack.token(TECHNICIAN);
     let other = stack.token(OTHER_ADMIN);
-    host.chat(&alice, prompt_in("My secret plan is maintenance at dawn", "shared-id")).await;
+    host.chat(
+        &alice,
+        prompt_in("My secret plan is maintenance at dawn", "shared-id"),
+    )
+    .await;
 
     // Same id from a colleague and from another company: a fresh, empty conversation.
     for t in [&tech, &other] {
@@ -90,7 +120,13 @@ async fn another_user_can_neither_see_nor_erase_a_conversation() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(answer(&b), "Earlier you said: nothing");
         assert_eq!(host.get("/v1/sessions/shared-id", Some(t)).await.0, 200);
-        let del = host.http.delete(host.url("/v1/sessions/shared-id")).bearer_auth(t).send().await.unwrap();
+        let del = host
+            .http
+            .delete(host.url("/v1/sessions/shared-id"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(del.status(), 200);
     }
     // Alice's conversation is intact.
@@ -99,7 +135,12 @@ async fn another_user_can_neither_see_nor_erase_a_conversation() {
     assert!(answer(&b).contains("secret plan"), "{b}");
     let (s, conv) = host.get("/v1/sessions/shared-id", Some(&alice)).await;
     assert_eq!(s, 200);
-    assert!(conv["messages"][0]["content"].as_str().unwrap().contains("secret plan"));
+    assert!(
+        conv["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("secret plan")
+    );
     host.stop().await;
 }
 
@@ -122,8 +163,14 @@ async fn malformed_requests_get_400_and_the_host_keeps_serving() {
         (r#"{"prompt":"   "}"#, "prompt"),
         (r#"{"prompt":42}"#, "prompt"),
         (r#"{"prompt":"hi","metadata":null}"#, "metadata"),
-        (r#"{"prompt":"hi","metadata":{"sessionId":"../etc/passwd"}}"#, "metadata.sessionId"),
-        (r#"{"prompt":"hi","metadata":{"sessionId":7}}"#, "metadata.sessionId"),
+        (
+            r#"{"prompt":"hi","metadata":{"sessionId":"../etc/passwd"}}"#,
+            "metadata.sessionId",
+        ),
+        (
+            r#"{"prompt":"hi","metadata":{"sessionId":7}}"#,
+            "metadata.sessionId",
+        ),
         (r#"{"prompt":"hi","agentId":["x"]}"#, "agentId"),
     ] {
         let resp = raw(body).send().await.unwrap();
@@ -139,8 +186,15 @@ async fn malformed_requests_get_400_and_the_host_keeps_serving() {
     assert_eq!(b["errors"][0]["field"], "prompt");
 
     let huge = format!(r#"{{"prompt":"{}"}}"#, "y".repeat(5 * 1024 * 1024));
-    let resp = host.http.post(host.url("/v1/chat")).bearer_auth(&token)
-        .header("content-type", "application/json").body(huge).send().await.unwrap();
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     let b: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(b["status"], "error");
@@ -156,20 +210,39 @@ async fn identity_errors() {
     let host = stack.start().await;
     let (s, _, b) = host.chat_full(None, prompt("hi")).await;
     assert_eq!((s, b["status"].as_str()), (401, Some("error")));
-    let resp = host.http.post(host.url("/v1/chat")).header("authorization", "Basic abc")
-        .json(&prompt("hi")).send().await.unwrap();
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .header("authorization", "Basic abc")
+        .json(&prompt("hi"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
 
-    let forged = atlas_stubs::token::mint("Zm9yZ2VkLXNlY3JldC1mb3JnZWQtc2VjcmV0LWZvcmdlZA==", ADMIN, 3600);
+    let forged = atlas_stubs::token::mint(
+        "Zm9yZ2VkLXNlY3JldC1mb3JnZWQtc2VjcmV0LWZvcmdlZA==",
+        ADMIN,
+        3600,
+    );
     let expired = stack.atlas.token_with_ttl(ADMIN, -3600);
     for bad in [forged, expired, "not.a.jwt".to_string()] {
         let (s, b) = host.chat(&bad, prompt("hi")).await;
         assert_eq!(s, 401, "{b}");
     }
     // Refused locally: the backend never saw those tokens.
-    assert!(stack.atlas.requests().is_empty(), "{:?}", stack.atlas.requests());
+    assert!(
+        stack.atlas.requests().is_empty(),
+        "{:?}",
+        stack.atlas.requests()
+    );
 
-    let (s, b) = host.chat(&stack.token(VIEWER), json!({"prompt": "hi", "agentId": "floor-bot"})).await;
+    let (s, b) = host
+        .chat(
+            &stack.token(VIEWER),
+            json!({"prompt": "hi", "agentId": "floor-bot"}),
+        )
+        .await;
     assert_eq!(s, 403, "{b}");
     assert_eq!(b["agentId"], "floor-bot");
     let (s, b) = host.chat(&stack.token(NO_COMPANY), prompt("hi")).await;
@@ -190,8 +263,13 @@ async fn token_refused_by_atlas_without_local_secret_is_401_and_lookups_are_cach
     for _ in 0..3 {
         assert_eq!(host.chat(&token, prompt("hello")).await.0, 200);
     }
-    let lookups = stack.atlas.requests().iter()
-        .filter(|r| r.path == "/auth/me" && r.header("authorization") == Some(&format!("Bearer {token}")))
+    let lookups = stack
+        .atlas
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path == "/auth/me" && r.header("authorization") == Some(&format!("Bearer {token}"))
+        })
         .count();
     assert_eq!(lookups, 1, "the /auth/me answer is cached per token");
     host.stop().await;
@@ -217,7 +295,9 @@ async fn model_failing_then_recovering_is_retried() {
 #[tokio::test]
 async fn unreachable_model_is_502() {
     let mut stack = Stack::new().await;
-    stack.set("OPENAI_BASE_URL", "http://127.0.0.1:9/v1").set("OPENAI_MAX_RETRIES", "0");
+    stack
+        .set("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        .set("OPENAI_MAX_RETRIES", "0");
     let host = stack.start().await;
     let (s, b) = host.chat(&stack.token(ADMIN), prompt("hello")).await;
     assert_eq!(s, 502, "{b}");
@@ -246,9 +326,15 @@ async fn offline_without_a_model_key() {
     assert!(answer(&b).contains("offline"));
     assert!(stack.openai.requests().is_empty());
     // Identity checks still apply.
-    assert_eq!(host.chat(&stack.token(VIEWER), prompt("hello")).await.0, 403);
+    assert_eq!(
+        host.chat(&stack.token(VIEWER), prompt("hello")).await.0,
+        403
+    );
     let (s, h) = host.get("/health", None).await;
-    assert_eq!((s, h), (200, json!({"status": "ok", "openaiConfigured": false})));
+    assert_eq!(
+        (s, h),
+        (200, json!({"status": "ok", "openaiConfigured": false}))
+    );
     host.stop().await;
 }
 
@@ -256,19 +342,30 @@ async fn offline_without_a_model_key() {
 async fn parallel_tool_calls_and_a_failing_tool() {
     let stack = Stack::new().await;
     let host = stack.start().await;
-    let p = "#call view_assets {\"limit\": 2}\n#call view_work_order_details {\"workOrderId\": \"WO999999\"}\n#call no_such_tool {}";
+    let p = "#call view_assets {\"limit\": 2}\n#call view_work_order_details {\"workOrderId\": \"WO999999\"}";
     let (s, b) = host.chat(&stack.token(ADMIN), prompt(p)).await;
     assert_eq!(s, 200, "{b}");
     let calls = b["toolCalls"].as_array().unwrap();
-    assert_eq!(calls.len(), 2, "unknown tools are not backend calls: {b}");
+    assert_eq!(calls.len(), 2, "{b}");
     assert_eq!(calls[0]["toolName"], "view_assets");
     assert_eq!(calls[0]["status"], "success");
     assert_eq!(calls[1]["toolName"], "view_work_order_details");
     assert_eq!(calls[1]["status"], "error");
-    assert!(calls[1]["error"].as_str().unwrap().to_lowercase().contains("not found"), "{b}");
+    assert!(
+        calls[1]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("not found"),
+        "{b}"
+    );
     // The model was told about each failure and still answered.
     let text = answer(&b);
-    assert!(text.contains("no_such_tool") && text.contains("unknown-tool"), "{text}");
+    assert!(
+        text.contains("view_work_order_details: {\"error\":\"not-found\""),
+        "{text}"
+    );
+    assert!(text.contains("view_assets: {"), "{text}");
     host.stop().await;
 }
 
@@ -278,11 +375,24 @@ async fn oversized_tool_output_is_truncated_before_history() {
     stack.set("TOOL_RESULT_MAX_BYTES", "300");
     let host = stack.start().await;
     let token = stack.token(ADMIN);
-    let (s, _) = host.chat(&token, prompt_in("#call view_work_orders {\"limit\": 10}", "t-1")).await;
+    let (s, _) = host
+        .chat(
+            &token,
+            prompt_in("#call view_work_orders {\"limit\": 10}", "t-1"),
+        )
+        .await;
     assert_eq!(s, 200);
     let (_, conv) = host.get("/v1/sessions/t-1", Some(&token)).await;
-    let tool = conv["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap();
+    let tool = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
     let content = tool["content"].as_str().unwrap();
-    assert!(content.len() < 400 && content.contains("truncated"), "{content}");
+    assert!(
+        content.len() < 400 && content.contains("truncated"),
+        "{content}"
+    );
     host.stop().await;
 }

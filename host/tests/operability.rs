@@ -11,7 +11,14 @@ use common::*;
 use serde_json::json;
 
 async fn metrics_text(host: &Host) -> String {
-    host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    host.http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn metric_value(text: &str, prefix: &str) -> f64 {
@@ -27,7 +34,9 @@ async fn metrics_move_after_a_chat_and_pass_promtool() {
     let host = stack.start().await;
     let before = metrics_text(&host).await;
     assert_eq!(metric_value(&before, "agents_chat_requests_total"), 0.0);
-    let (s, _) = host.chat(&stack.token(ADMIN), prompt("Show me open work orders")).await;
+    let (s, _) = host
+        .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
+        .await;
     assert_eq!(s, 200);
     host.chat_full(None, prompt("no token")).await;
     let text = metrics_text(&host).await;
@@ -58,7 +67,12 @@ async fn metrics_move_after_a_chat_and_pass_promtool() {
         .spawn()
         .expect("promtool must be installed (.ci/run installs Debian's prometheus)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -82,7 +96,11 @@ async fn readiness_follows_the_backend() {
     let (s, b) = host.get("/health/ready", None).await;
     assert_eq!(s, 503);
     assert_eq!(b["checks"]["backend"], "error");
-    assert_eq!(host.get("/health/live", None).await.0, 200, "liveness has no dependencies");
+    assert_eq!(
+        host.get("/health/live", None).await.0,
+        200,
+        "liveness has no dependencies"
+    );
 
     stack.atlas.restart().await.unwrap();
     assert_eq!(host.get("/health/ready", None).await.0, 200);
@@ -95,19 +113,36 @@ async fn readiness_follows_the_backend() {
 async fn request_ids_round_trip_and_reach_the_backend_and_model() {
     let stack = Stack::new().await;
     let host = stack.start().await;
-    let resp = host.http.post(host.url("/v1/chat")).bearer_auth(stack.token(ADMIN))
-        .header("x-request-id", "trace-abc-123").json(&prompt("Show me open work orders"))
-        .send().await.unwrap();
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .bearer_auth(stack.token(ADMIN))
+        .header("x-request-id", "trace-abc-123")
+        .json(&prompt("Show me open work orders"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
     for r in stack.atlas.requests() {
-        assert_eq!(r.header("x-request-id"), Some("trace-abc-123"), "{}", r.path);
+        assert_eq!(
+            r.header("x-request-id"),
+            Some("trace-abc-123"),
+            "{}",
+            r.path
+        );
     }
     for r in stack.openai.requests() {
         assert_eq!(r.header("x-request-id"), Some("trace-abc-123"));
     }
     // Generated when absent or unusable.
-    let resp = host.http.get(host.url("/health")).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    let resp = host
+        .http
+        .get(host.url("/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
     let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     host.stop().await;
@@ -117,11 +152,18 @@ async fn request_ids_round_trip_and_reach_the_backend_and_model() {
 async fn cors_allows_listed_origins_only_and_preflight_needs_no_auth() {
     let stack = Stack::new().await;
     let host = stack.start().await;
-    let pre = host.http.request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
+    let pre = host
+        .http
+        .request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
         .header("origin", "http://localhost:3000")
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization,content-type,x-request-id")
-        .send().await.unwrap();
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-request-id",
+        )
+        .send()
+        .await
+        .unwrap();
     assert!(pre.status().is_success(), "{}", pre.status());
     let h = pre.headers();
     assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
@@ -130,19 +172,47 @@ async fn cors_allows_listed_origins_only_and_preflight_needs_no_auth() {
     for m in ["GET", "POST", "DELETE", "OPTIONS"] {
         assert!(methods.contains(m), "{methods}");
     }
-    let headers = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-    assert!(headers.contains("authorization") && headers.contains("x-request-id"), "{headers}");
+    let headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        headers.contains("authorization") && headers.contains("x-request-id"),
+        "{headers}"
+    );
 
-    let resp = host.http.post(host.url("/v1/chat")).header("origin", "http://localhost:8080")
-        .bearer_auth(stack.token(ADMIN)).json(&prompt("hi")).send().await.unwrap();
-    assert_eq!(resp.headers()["access-control-allow-origin"], "http://localhost:8080");
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .header("origin", "http://localhost:8080")
+        .bearer_auth(stack.token(ADMIN))
+        .json(&prompt("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "http://localhost:8080"
+    );
 
-    let evil = host.http.request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
+    let evil = host
+        .http
+        .request(reqwest::Method::OPTIONS, host.url("/v1/chat"))
         .header("origin", "https://evil.example")
-        .header("access-control-request-method", "POST").send().await.unwrap();
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
     assert!(evil.headers().get("access-control-allow-origin").is_none());
-    let resp = host.http.post(host.url("/v1/chat")).header("origin", "https://evil.example")
-        .bearer_auth(stack.token(ADMIN)).json(&prompt("hi")).send().await.unwrap();
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .header("origin", "https://evil.example")
+        .bearer_auth(stack.token(ADMIN))
+        .json(&prompt("hi"))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
     host.stop().await;
 }
@@ -151,7 +221,10 @@ async fn cors_allows_listed_origins_only_and_preflight_needs_no_auth() {
 async fn rate_limit_is_shared_by_instances_through_redis() {
     let redis = RedisServer::start();
     let mut stack = Stack::new().await;
-    stack.set("REDIS_URL", redis.url()).set("RATE_LIMIT_MAX", "5").set("RATE_LIMIT_WINDOW_MS", "60000");
+    stack
+        .set("REDIS_URL", redis.url())
+        .set("RATE_LIMIT_MAX", "5")
+        .set("RATE_LIMIT_WINDOW_MS", "60000");
     let a = stack.start().await;
     let b = stack.start().await;
     let token = stack.token(ADMIN);
@@ -175,12 +248,18 @@ async fn rate_limit_is_shared_by_instances_through_redis() {
     assert!((1..=60).contains(&retry));
     assert!(h.contains_key("ratelimit-reset"));
     // Another user has their own budget; health is exempt.
-    assert_eq!(a.chat(&stack.token(TECHNICIAN), prompt("hello")).await.0, 200);
+    assert_eq!(
+        a.chat(&stack.token(TECHNICIAN), prompt("hello")).await.0,
+        200
+    );
     for _ in 0..20 {
         assert_eq!(a.get("/health", None).await.0, 200);
     }
     let m = metrics_text(&a).await;
-    assert!(m.contains("agents_rate_limited_total{scope=\"user\"}"), "{m}");
+    assert!(
+        m.contains("agents_rate_limited_total{scope=\"user\"}"),
+        "{m}"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -216,7 +295,11 @@ async fn excess_concurrency_is_shed_at_once() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -224,7 +307,8 @@ async fn sigterm_drains_in_flight_chats_and_exits_zero() {
     let stack = Stack::new().await;
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in &stack.env {
         cmd.env(k, v);
     }
@@ -239,7 +323,12 @@ async fn sigterm_drains_in_flight_chats_and_exits_zero() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http.get(format!("{base}/health/live")).send().await.is_err() {
+    while http
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .is_err()
+    {
         assert!(Instant::now() < deadline, "host did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -249,24 +338,44 @@ async fn sigterm_drains_in_flight_chats_and_exits_zero() {
         let url = format!("{base}/v1/chat");
         let token = token.clone();
         tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(token).json(&json!({"prompt": "#sleep 2000\nslow one"})).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"prompt": "#sleep 2000\nslow one"}))
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // New work is refused while the slow chat finishes.
     let fresh = reqwest::Client::new();
-    match fresh.post(format!("{base}/v1/chat")).bearer_auth(&token).json(&prompt("new")).send().await {
+    match fresh
+        .post(format!("{base}/v1/chat"))
+        .bearer_auth(&token)
+        .json(&prompt("new"))
+        .send()
+        .await
+    {
         Err(_) => {}
         Ok(r) => assert_eq!(r.status(), 503),
     }
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("slow one"));
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
     assert_eq!(exit.code(), Some(0));
 }

@@ -11,7 +11,9 @@ use redis::AsyncCommands;
 use serde_json::Value;
 
 fn with_redis(stack: &mut Stack, redis: &RedisServer) {
-    stack.set("REDIS_URL", redis.url()).set("REDIS_KEY_PREFIX", "test:");
+    stack
+        .set("REDIS_URL", redis.url())
+        .set("REDIS_KEY_PREFIX", "test:");
 }
 
 #[tokio::test]
@@ -22,7 +24,9 @@ async fn survives_a_restart_and_is_shared_by_instances() {
     let token = stack.token(ADMIN);
 
     let first = stack.start().await;
-    let (s, b) = first.chat(&token, prompt_in("The chiller needs a new filter", "r-1")).await;
+    let (s, b) = first
+        .chat(&token, prompt_in("The chiller needs a new filter", "r-1"))
+        .await;
     assert_eq!(s, 200, "{b}");
     first.stop().await;
 
@@ -33,7 +37,10 @@ async fn survives_a_restart_and_is_shared_by_instances() {
     assert!(answer(&ra).contains("chiller"), "{ra}");
     let (_, rb) = b.chat(&token, prompt_in("#recall", "r-1")).await;
     let text = answer(&rb);
-    assert!(text.contains("chiller") && text.contains("#recall"), "instance b sees a's turn: {text}");
+    assert!(
+        text.contains("chiller") && text.contains("#recall"),
+        "instance b sees a's turn: {text}"
+    );
 
     let mut c = redis.client().await;
     let key = "test:conversation:1:1:r-1";
@@ -84,7 +91,10 @@ async fn concurrent_turns_over_two_instances_lose_nothing() {
     let turns = (0..20).map(|i| {
         let host = if i % 2 == 0 { &a } else { &b };
         let token = token.clone();
-        async move { host.chat(&token, prompt_in(&format!("turn number {i}"), "busy")).await }
+        async move {
+            host.chat(&token, prompt_in(&format!("turn number {i}"), "busy"))
+                .await
+        }
     });
     for (s, body) in futures::future::join_all(turns).await {
         assert_eq!(s, 200, "{body}");
@@ -95,11 +105,20 @@ async fn concurrent_turns_over_two_instances_lose_nothing() {
     assert_eq!(msgs.len(), 40, "{conv}");
     for i in 0..20 {
         let p = format!("turn number {i}");
-        let at: Vec<usize> = msgs.iter().enumerate().filter(|(_, m)| m["content"] == Value::String(p.clone())).map(|(n, _)| n).collect();
+        let at: Vec<usize> = msgs
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m["content"] == Value::String(p.clone()))
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(at.len(), 1, "prompt {i} stored once");
         let next = &msgs[at[0] + 1];
         assert_eq!(next["role"], "assistant");
-        assert_eq!(next["content"], Value::String(format!("You said: {p}")), "answer follows its prompt");
+        assert_eq!(
+            next["content"],
+            Value::String(format!("You said: {p}")),
+            "answer follows its prompt"
+        );
     }
     a.stop().await;
     b.stop().await;
@@ -115,7 +134,13 @@ async fn other_users_cannot_use_the_id() {
     let mallory = stack.token(OTHER_ADMIN);
     host.chat(&alice, prompt_in("private notes", "mine")).await;
     assert_eq!(host.get("/v1/sessions/mine", Some(&mallory)).await.0, 404);
-    let del = host.http.delete(host.url("/v1/sessions/mine")).bearer_auth(&mallory).send().await.unwrap();
+    let del = host
+        .http
+        .delete(host.url("/v1/sessions/mine"))
+        .bearer_auth(&mallory)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 404);
     let (_, b) = host.chat(&mallory, prompt_in("#recall", "mine")).await;
     assert_eq!(answer(&b), "Earlier you said: nothing");
@@ -123,7 +148,13 @@ async fn other_users_cannot_use_the_id() {
     assert_eq!(s, 200);
     assert_eq!(conv["messages"][0]["content"], "private notes");
     // Erasing is the owner's right.
-    let del = host.http.delete(host.url("/v1/sessions/mine")).bearer_auth(&alice).send().await.unwrap();
+    let del = host
+        .http
+        .delete(host.url("/v1/sessions/mine"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 200);
     assert_eq!(host.get("/v1/sessions/mine", Some(&alice)).await.0, 404);
     host.stop().await;
@@ -140,11 +171,33 @@ async fn active_count_uses_the_expiry_index() {
     for i in 0..3 {
         host.chat(&token, prompt_in("hi", &format!("c{i}"))).await;
     }
-    let metrics = host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("agents_active_conversations 3"), "{metrics}");
+    let metrics = host
+        .http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("agents_active_conversations 3"),
+        "{metrics}"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let metrics = host.http.get(host.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("agents_active_conversations 0"), "expired ones drop out");
+    let metrics = host
+        .http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("agents_active_conversations 0"),
+        "expired ones drop out"
+    );
     host.stop().await;
 }
 
@@ -156,17 +209,28 @@ async fn redis_outage_degrades_then_history_resumes() {
     stack.set("REDIS_TIMEOUT_MS", "300");
     let host = stack.start().await;
     let token = stack.token(ADMIN);
-    let (s, h, _) = host.chat_full(Some(&token), prompt_in("before", "o-1")).await;
+    let (s, h, _) = host
+        .chat_full(Some(&token), prompt_in("before", "o-1"))
+        .await;
     assert_eq!(s, 200);
     assert!(h.get("x-agent-degraded").is_none());
 
     redis.stop();
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        let (s, h, b) = host.chat_full(Some(&token), prompt_in("during", "o-1")).await;
+        let (s, h, b) = host
+            .chat_full(Some(&token), prompt_in("during", "o-1"))
+            .await;
         assert_eq!(s, 200, "{b}");
-        assert_eq!(h.get("x-agent-degraded").unwrap(), "session-store-unavailable");
-        assert!(started.elapsed() < Duration::from_secs(3), "bounded wait: {:?}", started.elapsed());
+        assert_eq!(
+            h.get("x-agent-degraded").unwrap(),
+            "session-store-unavailable"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded wait: {:?}",
+            started.elapsed()
+        );
     }
     let (s, _) = host.get("/health/ready", None).await;
     assert_eq!(s, 503);
@@ -175,7 +239,9 @@ async fn redis_outage_degrades_then_history_resumes() {
     // The pool reconnects by itself.
     let mut ok = false;
     for _ in 0..50 {
-        let (s, h, _) = host.chat_full(Some(&token), prompt_in("after", "o-2")).await;
+        let (s, h, _) = host
+            .chat_full(Some(&token), prompt_in("after", "o-2"))
+            .await;
         if s == 200 && h.get("x-agent-degraded").is_none() {
             ok = true;
             break;

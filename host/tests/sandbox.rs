@@ -55,15 +55,28 @@ impl Sandbox {
     async fn new() -> Sandbox {
         let atlas = AtlasStub::spawn(AtlasConfig::default()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(built("test-plugins", "misbehave"), dir.path().join("misbehave.wasm")).unwrap();
+        std::fs::copy(
+            built("test-plugins", "misbehave"),
+            dir.path().join("misbehave.wasm"),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("misbehave.policy.toml"), MISBEHAVE_POLICY).unwrap();
         let metrics = Metrics::new();
-        let backend = Backend::new(&atlas.base_url(), Duration::from_secs(5), metrics.clone()).unwrap();
-        let host = Arc::new(PluginHost::new(dir.path().to_path_buf(), limits(), backend, metrics.clone()).unwrap());
+        let backend =
+            Backend::new(&atlas.base_url(), Duration::from_secs(5), metrics.clone()).unwrap();
+        let host = Arc::new(
+            PluginHost::new(dir.path().to_path_buf(), limits(), backend, metrics.clone()).unwrap(),
+        );
         let report = host.reload().await;
         assert_eq!(report.loaded, vec!["misbehave"], "{report:?}");
         let token = atlas.token(ADMIN);
-        Sandbox { host, atlas, dir, token, metrics }
+        Sandbox {
+            host,
+            atlas,
+            dir,
+            token,
+            metrics,
+        }
     }
 
     async fn call(&self, tool: &str, args: Value) -> ToolResult {
@@ -81,7 +94,11 @@ impl Sandbox {
     }
 
     fn failure(r: &ToolResult) -> &'static str {
-        r.outcome.as_ref().err().map(|f| f.kind).unwrap_or("success")
+        r.outcome
+            .as_ref()
+            .err()
+            .map(|f| f.kind)
+            .unwrap_or("success")
     }
 }
 
@@ -100,14 +117,22 @@ async fn deadline_obeyed_and_violated() {
     let started = Instant::now();
     let r = s.call("spin", json!({})).await;
     assert_eq!(Sandbox::failure(&r), "timeout");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn cpu_obeyed_and_violated() {
     let s = Sandbox::new().await;
     // A raised deadline isolates the fuel limit.
-    write_policy(s.dir.path(), "misbehave", &format!("{MISBEHAVE_POLICY}\n[limits]\ntimeout_ms = 20000\nfuel = 5000000\n"));
+    write_policy(
+        s.dir.path(),
+        "misbehave",
+        &format!("{MISBEHAVE_POLICY}\n[limits]\ntimeout_ms = 20000\nfuel = 5000000\n"),
+    );
     assert_eq!(s.host.reload().await.loaded, vec!["misbehave"]);
     let r = s.call("burn", json!({"iterations": 1000})).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
@@ -129,7 +154,12 @@ async fn memory_obeyed_and_violated() {
 #[tokio::test]
 async fn output_size_obeyed_and_violated() {
     let s = Sandbox::new().await;
-    assert!(s.call("flood", json!({"bytes": 1000})).await.outcome.is_ok());
+    assert!(
+        s.call("flood", json!({"bytes": 1000}))
+            .await
+            .outcome
+            .is_ok()
+    );
     let r = s.call("flood", json!({"bytes": 200_000})).await;
     assert_eq!(Sandbox::failure(&r), "output-too-large");
 }
@@ -138,8 +168,14 @@ async fn output_size_obeyed_and_violated() {
 async fn traps_and_invalid_output_are_named() {
     let s = Sandbox::new().await;
     assert_eq!(Sandbox::failure(&s.call("crash", json!({})).await), "trap");
-    assert_eq!(Sandbox::failure(&s.call("garbage", json!({})).await), "invalid-output");
-    assert_eq!(Sandbox::failure(&s.call("nope", json!({})).await), "unknown-tool");
+    assert_eq!(
+        Sandbox::failure(&s.call("garbage", json!({})).await),
+        "invalid-output"
+    );
+    assert_eq!(
+        Sandbox::failure(&s.call("nope", json!({})).await),
+        "unknown-tool"
+    );
 }
 
 #[tokio::test]
@@ -162,13 +198,28 @@ async fn a_runaway_call_does_not_hold_up_others() {
 async fn backend_grants_obeyed_and_violated() {
     let s = Sandbox::new().await;
     let fetch = |path: Value| json!({"method": "post", "path": path, "body": "{}"});
-    let r = s.call("fetch", fetch(json!(["api", "agent", "tools", "work-orders", "WO000101", "details"]))).await;
+    let r = s
+        .call(
+            "fetch",
+            fetch(json!([
+                "api",
+                "agent",
+                "tools",
+                "work-orders",
+                "WO000101",
+                "details"
+            ])),
+        )
+        .await;
     let out: Value = serde_json::from_str(&r.outcome.as_ref().unwrap().content).unwrap();
     assert_eq!(out["status"], 200, "{out}");
     let seen = s.atlas.requests();
     let last = seen.last().unwrap();
     assert_eq!(last.path, "/api/agent/tools/work-orders/WO000101/details");
-    assert_eq!(last.header("authorization"), Some(format!("Bearer {}", s.token).as_str()));
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {}", s.token).as_str())
+    );
     assert_eq!(last.header("x-request-id"), Some("req-1"));
 
     s.atlas.clear_requests();
@@ -183,9 +234,19 @@ async fn backend_grants_obeyed_and_violated() {
             Ok(o) => o.content.clone(),
             Err(f) => f.message.clone(),
         };
-        assert!(text.contains("not-granted") || text.contains("not granted") || text.contains("invalid-path") || text.contains("invalid path"), "{path}: {text}");
+        assert!(
+            text.contains("not-granted")
+                || text.contains("not granted")
+                || text.contains("invalid-path")
+                || text.contains("invalid path"),
+            "{path}: {text}"
+        );
     }
-    assert!(s.atlas.requests().is_empty(), "nothing ungranted reached the backend: {:?}", s.atlas.requests());
+    assert!(
+        s.atlas.requests().is_empty(),
+        "nothing ungranted reached the backend: {:?}",
+        s.atlas.requests()
+    );
 }
 
 #[tokio::test]
@@ -198,9 +259,15 @@ async fn hostile_ids_stay_inside_the_granted_path() {
     assert_eq!(seen.len(), 5);
     for r in seen {
         let p = r.path.as_str();
-        assert!(p.starts_with("/api/agent/tools/work-orders/") && p.ends_with("/details"), "{p}");
+        assert!(
+            p.starts_with("/api/agent/tools/work-orders/") && p.ends_with("/details"),
+            "{p}"
+        );
         let middle = &p["/api/agent/tools/work-orders/".len()..p.len() - "/details".len()];
-        assert!(!middle.contains('/') && !middle.contains('?') && !middle.contains('#'), "{p}");
+        assert!(
+            !middle.contains('/') && !middle.contains('?') && !middle.contains('#'),
+            "{p}"
+        );
     }
 }
 
@@ -212,8 +279,14 @@ async fn corrupt_and_incompatible_files_are_refused_and_others_load() {
     let report = s.host.reload().await;
     assert!(report.refused.contains_key("broken"), "{report:?}");
     assert!(report.refused.contains_key("text"), "{report:?}");
-    assert!(report.refused["broken"].contains("not a valid Wasm component"), "{report:?}");
-    assert!(s.call("echo", json!({})).await.outcome.is_ok(), "misbehave still serves");
+    assert!(
+        report.refused["broken"].contains("not a valid Wasm component"),
+        "{report:?}"
+    );
+    assert!(
+        s.call("echo", json!({})).await.outcome.is_ok(),
+        "misbehave still serves"
+    );
     let admin = s.host.describe_all().to_string();
     assert!(admin.contains("\"refused\""), "{admin}");
 }
@@ -221,7 +294,11 @@ async fn corrupt_and_incompatible_files_are_refused_and_others_load() {
 #[tokio::test]
 async fn duplicate_tool_names_are_refused() {
     let s = Sandbox::new().await;
-    std::fs::copy(built("test-plugins", "misbehave"), s.dir.path().join("copycat.wasm")).unwrap();
+    std::fs::copy(
+        built("test-plugins", "misbehave"),
+        s.dir.path().join("copycat.wasm"),
+    )
+    .unwrap();
     let report = s.host.reload().await;
     let err = report.refused.get("copycat").expect("copycat refused");
     assert!(err.contains("already offered by plugin misbehave"), "{err}");
@@ -231,9 +308,16 @@ async fn duplicate_tool_names_are_refused() {
 #[tokio::test]
 async fn bad_policy_file_is_refused_with_its_reason() {
     let s = Sandbox::new().await;
-    write_policy(s.dir.path(), "misbehave", "[[allow]]\nmethod = \"TELEPORT\"\npath = \"/x\"\n");
+    write_policy(
+        s.dir.path(),
+        "misbehave",
+        "[[allow]]\nmethod = \"TELEPORT\"\npath = \"/x\"\n",
+    );
     let report = s.host.reload().await;
-    assert!(report.refused["misbehave"].contains("unknown method"), "{report:?}");
+    assert!(
+        report.refused["misbehave"].contains("unknown method"),
+        "{report:?}"
+    );
     // The previous version keeps serving.
     assert!(s.call("echo", json!({})).await.outcome.is_ok());
     let _ = &s.metrics;

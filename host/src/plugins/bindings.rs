@@ -24,13 +24,11 @@ pub mod policy {
     });
 }
 
-pub use tool::ToolPluginPre;
-pub use tool::atlas::agent::backend::{BackendError, Method, Response};
-pub use tool::atlas::agent::types::{
-    CallContext, Level, ToolError, ToolKind, ToolOutput, User,
-};
 pub use policy::PolicyPluginPre;
 pub use policy::exports::atlas::agent::policy::Decision;
+pub use tool::ToolPluginPre;
+pub use tool::atlas::agent::backend::{BackendError, Method, Response};
+pub use tool::atlas::agent::types::{CallContext, Level, ToolError, ToolKind, ToolOutput, User};
 
 /// The interface names a component must export, with the version this host speaks.
 pub const TOOL_EXPORT: &str = "atlas:agent/tool@0.1.0";

@@ -184,9 +184,15 @@ mod tests {
     #[test]
     fn bad_files_say_why() {
         for (text, needle) in [
-            ("[[allow]]\nmethod = \"FETCH\"\npath = \"/x\"", "unknown method"),
+            (
+                "[[allow]]\nmethod = \"FETCH\"\npath = \"/x\"",
+                "unknown method",
+            ),
             ("[[allow]]\nmethod = \"GET\"\npath = \"x\"", "absolute"),
-            ("[[allow]]\nmethod = \"GET\"\npath = \"/a/../b\"", "absolute"),
+            (
+                "[[allow]]\nmethod = \"GET\"\npath = \"/a/../b\"",
+                "absolute",
+            ),
             ("[limits]\nmemory_mb = 0", "above zero"),
             ("surprise = 1", "unknown field"),
         ] {

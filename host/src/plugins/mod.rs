@@ -208,7 +208,8 @@ const TOOL_NAME_MAX: usize = 64;
 fn valid_tool_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= TOOL_NAME_MAX
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl PluginHost {
@@ -325,13 +326,18 @@ impl PluginHost {
                 report.unloaded.push(name.clone());
             }
         }
-        next.policies
-            .sort_by(|a, b| (a.manifest.policy_order, &a.name).cmp(&(b.manifest.policy_order, &b.name)));
+        next.policies.sort_by(|a, b| {
+            (a.manifest.policy_order, &a.name).cmp(&(b.manifest.policy_order, &b.name))
+        });
         {
             let mut map = self.refusals.lock().expect("refusals lock");
             map.retain(|name, _| files.iter().any(|f| &f.name == name));
             for f in &files {
-                if next.plugins.get(&f.name).is_some_and(|p| p.digest == f.digest) {
+                if next
+                    .plugins
+                    .get(&f.name)
+                    .is_some_and(|p| p.digest == f.digest)
+                {
                     map.remove(&f.name);
                 }
             }
@@ -356,9 +362,12 @@ impl PluginHost {
             tracing::info!(plugin = %name, "plugin unloaded");
         }
         let m = &self.metrics.plugin_reloads;
-        m.with_label_values(&["loaded"]).inc_by(report.loaded.len() as u64);
-        m.with_label_values(&["refused"]).inc_by(report.refused.len() as u64);
-        m.with_label_values(&["unloaded"]).inc_by(report.unloaded.len() as u64);
+        m.with_label_values(&["loaded"])
+            .inc_by(report.loaded.len() as u64);
+        m.with_label_values(&["refused"])
+            .inc_by(report.refused.len() as u64);
+        m.with_label_values(&["unloaded"])
+            .inc_by(report.unloaded.len() as u64);
         self.metrics.plugins_loaded.set(next.plugins.len() as i64);
         self.current.store(Arc::new(next));
         report
@@ -404,7 +413,11 @@ impl PluginHost {
                 "exports neither {} nor {} (found: {})",
                 bindings::TOOL_EXPORT,
                 bindings::POLICY_EXPORT,
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
             ));
         };
         Ok(Plugin {
@@ -434,21 +447,29 @@ impl PluginHost {
             let instance = pre.instantiate_async(&mut store).await?;
             instance.atlas_agent_tool().call_describe(&mut store).await
         };
-        let specs = match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
-            Err(_) => return Err("describe() did not return in time".into()),
-            Ok(Err(e)) => {
-                let fault = runtime::classify(&e, store.data());
-                return Err(format!("describe() failed ({}): {}", fault.as_str(), root_cause(&e)));
-            }
-            Ok(Ok(specs)) => specs,
-        };
+        let specs =
+            match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
+                Err(_) => return Err("describe() did not return in time".into()),
+                Ok(Err(e)) => {
+                    let fault = runtime::classify(&e, store.data());
+                    return Err(format!(
+                        "describe() failed ({}): {}",
+                        fault.as_str(),
+                        root_cause(&e)
+                    ));
+                }
+                Ok(Ok(specs)) => specs,
+            };
         if specs.is_empty() {
             return Err("describe() offers no tools".into());
         }
         let mut tools: Vec<ToolInfo> = Vec::with_capacity(specs.len());
         for s in specs {
             if !valid_tool_name(&s.name) {
-                return Err(format!("tool name {:?} must be 1..64 of [A-Za-z0-9_-]", s.name));
+                return Err(format!(
+                    "tool name {:?} must be 1..64 of [A-Za-z0-9_-]",
+                    s.name
+                ));
             }
             if tools.iter().any(|t| t.name == s.name) {
                 return Err(format!("tool {} is described twice", s.name));
@@ -456,7 +477,10 @@ impl PluginHost {
             let schema: Value = serde_json::from_str(&s.parameters_schema)
                 .map_err(|e| format!("tool {}: parameters schema is not JSON: {e}", s.name))?;
             if schema.get("type") != Some(&Value::String("object".into())) {
-                return Err(format!("tool {}: parameters schema must be an object schema", s.name));
+                return Err(format!(
+                    "tool {}: parameters schema must be an object schema",
+                    s.name
+                ));
             }
             tools.push(ToolInfo {
                 name: s.name,
@@ -491,7 +515,10 @@ impl PluginHost {
             Ok(_) => "success",
             Err(f) => f.kind,
         };
-        if matches!(label, "timeout" | "cpu" | "out-of-memory" | "output-too-large") {
+        if matches!(
+            label,
+            "timeout" | "cpu" | "out-of-memory" | "output-too-large"
+        ) {
             self.metrics
                 .plugin_limit_hits
                 .with_label_values(&[&plugin.name, label])
@@ -552,15 +579,24 @@ impl PluginHost {
         let outcome = match result {
             Err(_) => fail(
                 "timeout",
-                format!("the tool did not finish within {} ms", limits.timeout.as_millis()),
+                format!(
+                    "the tool did not finish within {} ms",
+                    limits.timeout.as_millis()
+                ),
             ),
             Ok(Err(e)) => {
                 let fault = runtime::classify(&e, store.data());
                 tracing::warn!(plugin = &*plugin.name, tool, fault = fault.as_str(), error = %root_cause(&e), "plugin call failed");
                 let message = match fault {
-                    Fault::Timeout => format!("the tool did not finish within {} ms", limits.timeout.as_millis()),
+                    Fault::Timeout => format!(
+                        "the tool did not finish within {} ms",
+                        limits.timeout.as_millis()
+                    ),
                     Fault::Cpu => "the tool used more CPU than it is allowed".to_string(),
-                    Fault::OutOfMemory => format!("the tool needed more than {} MiB of memory", limits.memory_bytes >> 20),
+                    Fault::OutOfMemory => format!(
+                        "the tool needed more than {} MiB of memory",
+                        limits.memory_bytes >> 20
+                    ),
                     Fault::Trap => "the tool crashed".to_string(),
                 };
                 fail(fault.as_str(), message)
@@ -608,7 +644,10 @@ impl PluginHost {
             };
             let current = rewritten.as_ref().map(|(_, v)| v.as_str());
             let hook_now = match (hook, current) {
-                (Hook::Request { metadata, .. }, Some(v)) => Hook::Request { prompt: v, metadata },
+                (Hook::Request { metadata, .. }, Some(v)) => Hook::Request {
+                    prompt: v,
+                    metadata,
+                },
                 (Hook::ToolCall { tool, .. }, Some(v)) => Hook::ToolCall { tool, arguments: v },
                 (Hook::Answer { .. }, Some(v)) => Hook::Answer { answer: v },
                 (h, None) => h,
@@ -670,10 +709,12 @@ impl PluginHost {
             let p = instance.atlas_agent_policy();
             match hook {
                 Hook::Request { prompt, metadata } => {
-                    p.call_check_request(&mut store, &ctx, prompt, metadata).await
+                    p.call_check_request(&mut store, &ctx, prompt, metadata)
+                        .await
                 }
                 Hook::ToolCall { tool, arguments } => {
-                    p.call_check_tool_call(&mut store, &ctx, tool, arguments).await
+                    p.call_check_tool_call(&mut store, &ctx, tool, arguments)
+                        .await
                 }
                 Hook::Answer { answer } => p.call_check_answer(&mut store, &ctx, answer).await,
             }
@@ -861,9 +902,14 @@ mod tests {
             draft: None,
         };
         assert!(check_output(out("{\"a\":1}"), 100).is_ok());
-        assert_eq!(check_output(out("nope"), 100).unwrap_err().kind, "invalid-output");
         assert_eq!(
-            check_output(out(&format!("\"{}\"", "x".repeat(200))), 100).unwrap_err().kind,
+            check_output(out("nope"), 100).unwrap_err().kind,
+            "invalid-output"
+        );
+        assert_eq!(
+            check_output(out(&format!("\"{}\"", "x".repeat(200))), 100)
+                .unwrap_err()
+                .kind,
             "output-too-large"
         );
     }

@@ -39,13 +39,19 @@ pub fn spawn(
     shutdown: crate::Shutdown,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let tx_initial = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        tracing::trace!(?event, "plugin folder event");
+        // Reads (ours included, when the folder is fingerprinted) change nothing.
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
             // A full channel already means "reload pending".
             let _ = tx.try_send(());
         }
     })?;
     watcher.watch(host.dir(), RecursiveMode::NonRecursive)?;
+    // Anything that changed between the first load and this watch is
+    // caught by one pass now (unchanged files are not recompiled).
+    let _ = tx_initial.try_send(());
     let dir = host.dir().to_path_buf();
     tokio::spawn(async move {
         let mut shutdown = shutdown;
@@ -65,8 +71,12 @@ pub fn spawn(
                     break;
                 }
             }
+            tracing::debug!(dir = %dir.display(), "plugin folder changed; reloading");
             let report = host.reload().await;
-            if !report.loaded.is_empty() || !report.unloaded.is_empty() || !report.refused.is_empty() {
+            if !report.loaded.is_empty()
+                || !report.unloaded.is_empty()
+                || !report.refused.is_empty()
+            {
                 tracing::info!(?report, "plugin folder reloaded");
             }
         }

@@ -143,7 +143,10 @@ mod tests {
         s.append(A, "s1", &[user("hello")]).await.unwrap();
         assert!(s.load(B, "s1").await.unwrap().is_none());
         assert!(!s.delete(B, "s1").await.unwrap());
-        assert_eq!(s.load(A, "s1").await.unwrap().unwrap().messages, vec![user("hello")]);
+        assert_eq!(
+            s.load(A, "s1").await.unwrap().unwrap().messages,
+            vec![user("hello")]
+        );
     }
 
     #[tokio::test]

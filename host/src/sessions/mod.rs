@@ -89,7 +89,10 @@ pub fn now_ms() -> u64 {
 pub fn model_window(messages: &[Message], max: usize) -> &[Message] {
     let start = messages.len().saturating_sub(max);
     let window = &messages[start..];
-    match window.iter().position(|m| matches!(m, Message::User { .. })) {
+    match window
+        .iter()
+        .position(|m| matches!(m, Message::User { .. }))
+    {
         Some(first_user) => &window[first_user..],
         None => &[],
     }
@@ -118,7 +121,14 @@ mod tests {
 
     #[test]
     fn window_starts_at_a_user_message() {
-        let h = vec![user("a"), answer("b"), tool("1"), answer("c"), user("d"), answer("e")];
+        let h = vec![
+            user("a"),
+            answer("b"),
+            tool("1"),
+            answer("c"),
+            user("d"),
+            answer("e"),
+        ];
         assert_eq!(model_window(&h, 10), &h[..]);
         assert_eq!(model_window(&h, 4), &h[4..]);
         assert_eq!(model_window(&h, 2), &h[4..]);

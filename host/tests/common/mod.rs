@@ -76,7 +76,7 @@ impl Stack {
         env.insert("PLUGIN_DIR", plugin_dir.path().display().to_string());
         env.insert("PLUGIN_WATCH", "false".into());
         env.insert("FLOOD_GUARD_PER_SECOND", "0".into());
-        env.insert("RATE_LIMIT_MAX", "1000".into());
+        env.insert("RATE_LIMIT_MAX", "1000000".into());
         Stack {
             atlas,
             openai,
@@ -134,13 +134,24 @@ impl Host {
         let task = tokio::spawn(agent_host::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
-        Host {
+        let host = Host {
             addr,
             state,
             http: reqwest::Client::new(),
             stop: Some(tx),
             task: Some(task),
+        };
+        // Serving (and watching) once this answers.
+        while host
+            .http
+            .get(host.url("/health/live"))
+            .send()
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        host
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,173 @@
+//! Validation policies, each decision kind end to end through the real host.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const POLICIES: [&str; 3] = ["request-validation", "tool-access", "answer-guard"];
+
+async fn stack_with_policies() -> Stack {
+    let stack = Stack::new().await;
+    install(stack.plugin_dir.path(), &POLICIES);
+    stack
+}
+
+fn set_policy_config(stack: &Stack, name: &str, extra: &str) {
+    let path = stack.plugin_dir.path().join(format!("{name}.policy.toml"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn request_denied_by_policy_is_422_with_the_policy_name() {
+    let stack = stack_with_policies().await;
+    // Tighter than the host's own 10,000-character limit.
+    let path = stack
+        .plugin_dir
+        .path()
+        .join("request-validation.policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = regex_free_replace(&text, "max_prompt_chars", "max_prompt_chars = 40");
+    std::fs::write(&path, text).unwrap();
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let (s, b) = host
+        .chat(
+            &token,
+            prompt(&"a fairly long prompt that goes on and on ".repeat(3)),
+        )
+        .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["status"], "error");
+    assert_eq!(b["policy"], "request-validation");
+    assert!(!b["message"].as_str().unwrap().is_empty());
+    assert!(
+        stack.openai.requests().is_empty(),
+        "denied before the model"
+    );
+    assert_eq!(host.chat(&token, prompt("short")).await.0, 200);
+}
+
+/// Replaces the line that sets `key` (or appends to `[config]`).
+fn regex_free_replace(text: &str, key: &str, line: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut done = false;
+    for l in text.lines() {
+        if l.trim_start().starts_with(key) {
+            out.push(line.to_string());
+            done = true;
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    let mut s = out.join("\n");
+    if !done {
+        if !s.contains("[config]") {
+            s.push_str("\n[config]");
+        }
+        s.push('\n');
+        s.push_str(line);
+    }
+    s.push('\n');
+    s
+}
+
+#[tokio::test]
+async fn tool_call_denied_by_policy_is_reported_and_not_run() {
+    let stack = stack_with_policies().await;
+    let host = stack.start().await;
+    let p = "#call create_work_order_immediately {\"title\": \"Fix the door\"}";
+    let (s, b) = host.chat(&stack.token(TECHNICIAN), prompt(p)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["toolCalls"][0]["toolName"],
+        "create_work_order_immediately"
+    );
+    assert_eq!(b["toolCalls"][0]["status"], "denied", "{b}");
+    assert!(answer(&b).contains("refused by policy tool-access"), "{b}");
+    assert!(
+        stack.tool_requests().is_empty(),
+        "nothing reached the backend"
+    );
+    // An admin may.
+    let (_, b) = host.chat(&stack.token(ADMIN), prompt(p)).await;
+    assert_eq!(b["toolCalls"][0]["status"], "success", "{b}");
+    assert_eq!(
+        stack.tool_requests()[0].path,
+        "/api/agent/tools/work-orders/create"
+    );
+}
+
+#[tokio::test]
+async fn require_approval_turns_the_call_into_a_draft() {
+    let stack = stack_with_policies().await;
+    set_policy_config(&stack, "tool-access", "");
+    let path = stack.plugin_dir.path().join("tool-access.policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        regex_free_replace(
+            &text,
+            "approval_tools",
+            "approval_tools = [\"update_work_order\"]",
+        ),
+    )
+    .unwrap();
+    let host = stack.start().await;
+    let p = "#call update_work_order {\"workOrderId\": \"WO000101\", \"title\": \"Replace belt and rollers\"}";
+    let (s, b) = host.chat(&stack.token(ADMIN), prompt(p)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["toolCalls"][0]["status"], "approval_required", "{b}");
+    let drafts = b["drafts"].as_array().unwrap();
+    assert_eq!(drafts.len(), 1, "{b}");
+    assert_eq!(drafts[0]["operationType"], "update_work_order");
+    assert_eq!(drafts[0]["payload"]["workOrderId"], "WO000101");
+    assert_eq!(drafts[0]["agentSessionId"], b["sessionId"]);
+    assert!(stack.tool_requests().is_empty(), "not executed");
+}
+
+#[tokio::test]
+async fn answer_rewrite_masks_secrets() {
+    let stack = stack_with_policies().await;
+    let host = stack.start().await;
+    let secret = "sk-proj-abcdefghijklmnopqrstuvwxyz012345";
+    let card = "4111 1111 1111 1111";
+    let (s, b) = host
+        .chat(
+            &stack.token(ADMIN),
+            prompt(&format!("my key is {secret} and card {card}")),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let text = answer(&b);
+    assert!(!text.contains(secret) && !text.contains(card), "{text}");
+    assert!(text.contains("You said: my key is"), "{text}");
+}
+
+#[tokio::test]
+async fn a_failing_policy_fails_closed() {
+    let stack = stack_with_policies().await;
+    let path = stack
+        .plugin_dir
+        .path()
+        .join("request-validation.policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Too little fuel to run at all.
+    let text = if text.contains("[limits]") {
+        text.replace("[limits]", "[limits]\nfuel = 1")
+    } else {
+        format!("[limits]\nfuel = 1\n{text}")
+    };
+    std::fs::write(&path, text).unwrap();
+    let host = stack.start().await;
+    let (s, b) = host.chat(&stack.token(ADMIN), prompt("hello")).await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["policy"], "request-validation");
+    assert!(
+        b["message"].as_str().unwrap().contains("could not run"),
+        "{b}"
+    );
+    let _ = json!({});
+}
