@@ -73,6 +73,7 @@ pub const PLUGIN_MEMORY_MB: &str = "PLUGIN_MEMORY_MB";
 pub const PLUGIN_OUTPUT_MAX_BYTES: &str = "PLUGIN_OUTPUT_MAX_BYTES";
 pub const PLUGIN_WATCH: &str = "PLUGIN_WATCH";
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +132,7 @@ pub struct Config {
     pub plugin_limits: PluginLimits,
     pub plugin_watch: bool,
     pub admin_token: Option<String>,
+    pub otlp_endpoint: Option<String>,
 }
 
 struct Reader<'a> {
@@ -269,6 +271,7 @@ impl Config {
             },
             plugin_watch: r.flag(PLUGIN_WATCH, true)?,
             admin_token: r.opt(ADMIN_TOKEN),
+            otlp_endpoint: r.opt(OTEL_EXPORTER_OTLP_ENDPOINT),
         };
         if config.rate_limit_max == 0 {
             return Err(ConfigError {

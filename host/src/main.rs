@@ -14,7 +14,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    agent_host::telemetry::init_tracing(&config.log_level, config.log_json);
+    let otel = agent_host::telemetry::init_tracing(
+        &config.log_level,
+        config.log_json,
+        config.otlp_endpoint.as_deref(),
+    );
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -23,13 +27,17 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match agent_host::run(listener, config, signal()).await {
+    let code = match agent_host::run(listener, config, signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "agent host failed");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The exporter blocks while it flushes; keep that off the async threads.
+    let _ =
+        tokio::task::spawn_blocking(move || agent_host::telemetry::shutdown_tracing(otel)).await;
+    code
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C.

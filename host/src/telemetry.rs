@@ -6,25 +6,79 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Installs the global tracing subscriber (JSON or pretty, level from `LOG_LEVEL`
-/// or `RUST_LOG`). Calling it twice is harmless.
-pub fn init_tracing(level: &str, json: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Installs the global tracing subscriber: JSON or pretty logs on stderr
+/// (level from `LOG_LEVEL`, or `RUST_LOG` when set), plus OpenTelemetry span
+/// export over OTLP/HTTP when an endpoint is given. Keep the returned
+/// provider and call [`shutdown_tracing`] on exit so queued spans are sent.
+/// Calling it twice is harmless.
+pub fn init_tracing(
+    level: &str,
+    json: bool,
+    otlp_endpoint: Option<&str>,
+) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init()
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
+    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(endpoint) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("OpenTelemetry export disabled: {e}");
+            None
+        }
+    });
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("agent-host"))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    provider
+}
+
+/// Spans go to `{endpoint}/v1/traces`, batched off the request path.
+fn otlp_provider(endpoint: &str) -> anyhow::Result<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("atlas-agent-host")
+                .build(),
+        )
+        .build())
+}
+
+/// Sends what is queued and stops the exporter.
+pub fn shutdown_tracing(provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>) {
+    if let Some(p) = provider
+        && let Err(e) = p.shutdown()
+    {
+        eprintln!("OpenTelemetry shutdown: {e}");
+    }
 }
 
 /// Every metric the host exports.

@@ -1,0 +1,61 @@
+//! Spans reach an OTLP/HTTP collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! Its own test binary: the tracing subscriber is process-global.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_spans_are_exported() {
+    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let sink = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                sink.lock().unwrap().push((ct, body.to_vec()));
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let provider =
+        agent_host::telemetry::init_tracing("info", true, Some(&endpoint)).expect("exporter");
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    let (s, _) = host
+        .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
+        .await;
+    assert_eq!(s, 200);
+    host.stop().await;
+    tokio::task::spawn_blocking(move || agent_host::telemetry::shutdown_tracing(Some(provider)))
+        .await
+        .unwrap();
+
+    let got = received.lock().unwrap();
+    assert!(!got.is_empty(), "no export reached the collector");
+    let (ct, body) = &got[0];
+    assert_eq!(ct, "application/x-protobuf");
+    let all: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
+    let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"atlas-agent-host"), "service name");
+    assert!(
+        has(b"request") && has(b"/v1/chat"),
+        "the request span and its path"
+    );
+    assert!(!body.is_empty());
+}
