@@ -10,9 +10,12 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use common::*;
 
+/// Each export: its content type and body.
+type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_spans_are_exported() {
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Exports = Arc::default();
     let sink = received.clone();
     let collector = axum::Router::new().route(
         "/v1/traces",
