@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_host::llm::{Message, ToolCall};
-use agent_host::sessions::{Bounds, Owner, RedisStore, SessionStore};
+use agent_host::sessions::{Bounds, Owner, RedisStore, SessionStore, redis_pool};
 use agent_host::telemetry::Metrics;
 
 const CONVERSATIONS: usize = 10_000;
@@ -67,7 +67,7 @@ async fn main() {
         }
     };
     let store = RedisStore::new(
-        &url,
+        redis_pool(&url, Duration::from_secs(2)).unwrap(),
         "record:",
         Bounds {
             ttl_ms: 900_000,
@@ -76,8 +76,7 @@ async fn main() {
         },
         Duration::from_secs(2),
         Metrics::new(),
-    )
-    .unwrap();
+    );
     let tool_result = format!(
         r#"{{"type":"work_orders","total":9,"items":[{}]}}"#,
         (0..5)

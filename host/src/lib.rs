@@ -40,7 +40,7 @@ use crate::identity::Identity;
 use crate::llm::{ChatModel, OpenAiModel};
 use crate::plugins::PluginHost;
 use crate::ratelimit::RateLimiter;
-use crate::sessions::{Bounds, MemoryStore, RedisStore, SessionStore};
+use crate::sessions::{Bounds, MemoryStore, RedisStore, SessionStore, redis_pool};
 use crate::telemetry::Metrics;
 
 /// Shared by every request.
@@ -74,25 +74,31 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         max_messages: config.conversation_max_messages,
         max_bytes: config.conversation_max_bytes,
     };
-    let sessions: Arc<dyn SessionStore> = match &config.redis_url {
-        Some(url) => Arc::new(RedisStore::new(
-            url,
-            &config.redis_key_prefix,
-            bounds,
-            config.redis_timeout,
-            metrics.clone(),
-        )?),
-        None => Arc::new(MemoryStore::new(bounds)),
-    };
-    let limiter = match &config.redis_url {
-        Some(url) => RateLimiter::redis(
-            config.rate_limit_max,
-            config.rate_limit_window,
-            url,
-            &config.redis_key_prefix,
-            config.redis_timeout,
-        )?,
-        None => RateLimiter::local(config.rate_limit_max, config.rate_limit_window),
+    // One pool serves conversations and rate limits.
+    let (sessions, limiter): (Arc<dyn SessionStore>, RateLimiter) = match &config.redis_url {
+        Some(url) => {
+            let pool = redis_pool(url, config.redis_timeout)?;
+            (
+                Arc::new(RedisStore::new(
+                    pool.clone(),
+                    &config.redis_key_prefix,
+                    bounds,
+                    config.redis_timeout,
+                    metrics.clone(),
+                )),
+                RateLimiter::redis(
+                    config.rate_limit_max,
+                    config.rate_limit_window,
+                    pool,
+                    &config.redis_key_prefix,
+                    config.redis_timeout,
+                ),
+            )
+        }
+        None => (
+            Arc::new(MemoryStore::new(bounds)),
+            RateLimiter::local(config.rate_limit_max, config.rate_limit_window),
+        ),
     };
     let model: Option<Arc<dyn ChatModel>> = match &config.openai_api_key {
         Some(key) => Some(Arc::new(OpenAiModel::new(&config, key, metrics.clone())?)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
+use deadpool_redis::Pool;
 use moka::sync::Cache;
 
 use crate::sessions::now_ms;
@@ -55,29 +55,16 @@ impl RateLimiter {
         }
     }
 
-    pub fn redis(
-        max: u32,
-        window: Duration,
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()?
-            .max_size(32)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()?;
-        Ok(RateLimiter {
+    /// Shares `pool` (whose waits are bounded) with the session store.
+    pub fn redis(max: u32, window: Duration, pool: Pool, prefix: &str, timeout: Duration) -> Self {
+        RateLimiter {
             shared: Some(Shared {
                 pool,
                 prefix: prefix.to_string(),
                 timeout,
             }),
             ..Self::local(max, window)
-        })
+        }
     }
 
     /// Counts one request for `key`. If Redis cannot be asked in time the

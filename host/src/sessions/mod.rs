@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::llm::Message;
 
 pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisStore, pool as redis_pool};
 
 /// The user a conversation belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -52,32 +52,36 @@ pub struct RedisStore {
     metrics: Metrics,
 }
 
+/// A connection pool whose every wait is bounded by `timeout`. Connections
+/// are made on first use and remade after Redis comes back, so this succeeds
+/// while Redis is down.
+pub fn pool(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
+    Ok(deadpool_redis::Config::from_url(url)
+        .builder()?
+        .max_size(64)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
 impl RedisStore {
-    /// Builds the pool; connections are made on first use and remade after
-    /// Redis comes back, so this succeeds while Redis is down.
     pub fn new(
-        url: &str,
+        pool: Pool,
         prefix: &str,
         bounds: Bounds,
         timeout: Duration,
         metrics: Metrics,
-    ) -> anyhow::Result<Self> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()?
-            .max_size(64)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()?;
-        Ok(RedisStore {
+    ) -> Self {
+        RedisStore {
             pool,
             prefix: prefix.to_string(),
             bounds,
             timeout,
             append: redis::Script::new(APPEND),
             metrics,
-        })
+        }
     }
 
     fn member(owner: Owner, id: &str) -> String {
