@@ -93,6 +93,16 @@ impl Sandbox {
         self.host.invoke(tool, &args.to_string(), &info).await
     }
 
+    /// Rewrites the plugin's policy file with these `[limits]` and reloads.
+    async fn limits(&self, limits: &str) {
+        write_policy(
+            self.dir.path(),
+            "misbehave",
+            &format!("{MISBEHAVE_POLICY}\n[limits]\n{limits}\n"),
+        );
+        assert_eq!(self.host.reload().await.loaded, vec!["misbehave"]);
+    }
+
     fn failure(r: &ToolResult) -> &'static str {
         r.outcome
             .as_ref()
@@ -109,6 +119,8 @@ fn write_policy(dir: &Path, name: &str, text: &str) {
 #[tokio::test]
 async fn deadline_obeyed_and_violated() {
     let s = Sandbox::new().await;
+    // Fuel far beyond what 500 ms can burn isolates the deadline.
+    s.limits("fuel = 10000000000000").await;
     let r = s.call("echo", json!({"hello": "world"})).await;
     let out = r.outcome.as_ref().unwrap();
     let echoed: Value = serde_json::from_str(&out.content).unwrap();
@@ -128,12 +140,7 @@ async fn deadline_obeyed_and_violated() {
 async fn cpu_obeyed_and_violated() {
     let s = Sandbox::new().await;
     // A raised deadline isolates the fuel limit.
-    write_policy(
-        s.dir.path(),
-        "misbehave",
-        &format!("{MISBEHAVE_POLICY}\n[limits]\ntimeout_ms = 20000\nfuel = 5000000\n"),
-    );
-    assert_eq!(s.host.reload().await.loaded, vec!["misbehave"]);
+    s.limits("timeout_ms = 20000\nfuel = 5000000").await;
     let r = s.call("burn", json!({"iterations": 1000})).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     let r = s.call("burn", json!({"iterations": 100_000_000u64})).await;
@@ -181,6 +188,7 @@ async fn traps_and_invalid_output_are_named() {
 #[tokio::test]
 async fn a_runaway_call_does_not_hold_up_others() {
     let s = Sandbox::new().await;
+    s.limits("fuel = 10000000000000").await;
     let spin = s.call("spin", json!({}));
     let quick = async {
         tokio::time::sleep(Duration::from_millis(50)).await;
