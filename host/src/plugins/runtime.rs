@@ -18,8 +18,6 @@ use crate::config::PluginLimits;
 pub const TICK: Duration = Duration::from_millis(10);
 /// Upper bound on any plugin's memory, whatever its policy file says.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
-/// Bytes of each pooled memory kept mapped between calls.
-const KEEP_RESIDENT: usize = 2 << 20;
 
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
 /// when the engine is dropped.
@@ -33,12 +31,10 @@ pub fn engine() -> anyhow::Result<Engine> {
         .total_core_instances(2000)
         .total_memories(1000)
         .total_tables(2000)
-        .max_memory_size(MAX_MEMORY_BYTES)
-        // Reusing a slot by zeroing its first pages in place is cheaper than
-        // returning them to the kernel and faulting them back in on the next call.
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(64 << 10)
-        .async_stack_keep_resident(64 << 10);
+        // Slots return their pages to the kernel after each call. Keeping
+        // 2 MiB per slot resident made a small call ~20 us faster but doubled
+        // the RSS under load (docs/performance.md).
+        .max_memory_size(MAX_MEMORY_BYTES);
     cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&cfg)?;
     let weak = engine.weak();
