@@ -9,14 +9,10 @@ use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::middleware::retry::OpenAIRetryLayer;
 use async_openai::traits::RequestOptionsBuilder;
-use async_openai::types::chat::{
-    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestUserMessage, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequest, FunctionCall, FunctionObject,
-};
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::telemetry::Metrics;
@@ -59,10 +55,61 @@ pub struct ToolDef {
     pub parameters: serde_json::Value,
 }
 
+/// The tools offered to the model, sorted by name. Built once per plugin
+/// set; the OpenAI wire form (eight JSON schemas) is serialised on first
+/// use and then reused by every model call until the plugins change.
+#[derive(Debug, Default)]
+pub struct ToolSet {
+    defs: Vec<ToolDef>,
+    wire: OnceLock<Box<RawValue>>,
+}
+
+impl ToolSet {
+    pub fn new(mut defs: Vec<ToolDef>) -> Self {
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        ToolSet {
+            defs,
+            wire: OnceLock::new(),
+        }
+    }
+
+    pub fn defs(&self) -> &[ToolDef] {
+        &self.defs
+    }
+
+    pub fn len(&self) -> usize {
+        self.defs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+
+    /// `[{"type":"function","function":{...}}, ...]`, serialised once.
+    fn openai(&self) -> &RawValue {
+        self.wire.get_or_init(|| {
+            let tools: Vec<WireTool<'_>> = self
+                .defs
+                .iter()
+                .map(|t| WireTool {
+                    kind: "function",
+                    function: WireFunctionDef {
+                        name: &t.name,
+                        description: &t.description,
+                        parameters: &t.parameters,
+                        strict: is_strict(&t.parameters),
+                    },
+                })
+                .collect();
+            serde_json::value::to_raw_value(&tools).expect("tool schemas serialise")
+        })
+    }
+}
+
 pub struct ModelRequest<'a> {
     pub system: &'a str,
     pub messages: &'a [Message],
-    pub tools: &'a [ToolDef],
+    pub tools: &'a ToolSet,
     pub request_id: &'a str,
 }
 
@@ -127,80 +174,155 @@ impl OpenAiModel {
         })
     }
 
-    fn build(&self, request: &ModelRequest<'_>) -> CreateChatCompletionRequest {
-        let mut messages: Vec<ChatCompletionRequestMessage> =
-            Vec::with_capacity(request.messages.len() + 1);
-        messages.push(
-            ChatCompletionRequestSystemMessage {
-                content: request.system.into(),
-                name: None,
-            }
-            .into(),
-        );
+    /// The request body, borrowing everything: the conversation is not
+    /// copied and the tool list is the cached serialisation.
+    fn build<'a>(&'a self, request: &ModelRequest<'a>) -> WireRequest<'a> {
+        let mut messages: Vec<WireMessage<'a>> = Vec::with_capacity(request.messages.len() + 1);
+        messages.push(WireMessage::System {
+            content: request.system,
+        });
         for m in request.messages {
             messages.push(match m {
-                Message::User { content } => ChatCompletionRequestUserMessage {
-                    content: content.clone().into(),
-                    name: None,
-                }
-                .into(),
+                Message::User { content } => WireMessage::User { content },
                 Message::Assistant {
                     content,
                     tool_calls,
-                } => ChatCompletionRequestAssistantMessage {
-                    content: content.clone().map(Into::into),
-                    tool_calls: (!tool_calls.is_empty()).then(|| {
-                        tool_calls
-                            .iter()
-                            .map(|c| {
-                                ChatCompletionMessageToolCalls::Function(
-                                    ChatCompletionMessageToolCall {
-                                        id: c.id.clone(),
-                                        function: FunctionCall {
-                                            name: c.name.clone(),
-                                            arguments: c.arguments.clone(),
-                                        },
-                                    },
-                                )
-                            })
-                            .collect()
-                    }),
-                    ..Default::default()
-                }
-                .into(),
+                } => WireMessage::Assistant {
+                    content: content.as_deref(),
+                    tool_calls: tool_calls
+                        .iter()
+                        .map(|c| WireToolCall {
+                            id: &c.id,
+                            kind: "function",
+                            function: WireFunctionCall {
+                                name: &c.name,
+                                arguments: &c.arguments,
+                            },
+                        })
+                        .collect(),
+                },
                 Message::Tool {
                     tool_call_id,
                     content,
                     ..
-                } => ChatCompletionRequestToolMessage {
-                    content: content.clone().into(),
-                    tool_call_id: tool_call_id.clone(),
-                }
-                .into(),
+                } => WireMessage::Tool {
+                    tool_call_id,
+                    content,
+                },
             });
         }
-        let tools: Vec<ChatCompletionTools> = request
-            .tools
-            .iter()
-            .map(|t| {
-                ChatCompletionTools::Function(ChatCompletionTool {
-                    function: FunctionObject {
-                        name: t.name.clone(),
-                        description: Some(t.description.clone()),
-                        strict: Some(is_strict(&t.parameters)),
-                        parameters: Some(t.parameters.clone()),
-                    },
-                })
-            })
-            .collect();
-        CreateChatCompletionRequest {
-            model: self.model.clone(),
+        let has_tools = !request.tools.is_empty();
+        WireRequest {
+            model: &self.model,
             messages,
-            parallel_tool_calls: (!tools.is_empty()).then_some(true),
-            tools: (!tools.is_empty()).then_some(tools),
-            ..Default::default()
+            tools: has_tools.then(|| request.tools.openai()),
+            parallel_tool_calls: has_tools.then_some(true),
         }
     }
+}
+
+// The Chat Completions wire format: only the fields this host sends and
+// reads. Unknown response fields are ignored.
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+enum WireMessage<'a> {
+    System {
+        content: &'a str,
+    },
+    User {
+        content: &'a str,
+    },
+    Assistant {
+        content: Option<&'a str>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<WireToolCall<'a>>,
+    },
+    Tool {
+        tool_call_id: &'a str,
+        content: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDef<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionDef<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a serde_json::Value,
+    strict: bool,
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireReply,
+}
+
+#[derive(Deserialize)]
+struct WireReply {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireReplyToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct WireReplyToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: Option<WireReplyFunction>,
+}
+
+#[derive(Deserialize)]
+struct WireReplyFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u32,
+    #[serde(default)]
+    completion_tokens: u32,
 }
 
 /// Strict mode only works when the schema was written for it.
@@ -222,7 +344,8 @@ impl ChatModel for OpenAiModel {
             .chat()
             .header("x-request-id", request.request_id)
             .map_err(|_| ModelError::Invalid)?;
-        let result = match tokio::time::timeout(self.timeout, chat.create(body)).await {
+        let call = chat.create_byot::<_, WireResponse>(&body);
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(ModelError::Timeout),
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(classify(e)),
@@ -260,11 +383,15 @@ impl ChatModel for OpenAiModel {
             .ok_or(ModelError::Invalid)?;
         reply.content = choice.message.content.filter(|c| !c.trim().is_empty());
         for call in choice.message.tool_calls.unwrap_or_default() {
-            if let ChatCompletionMessageToolCalls::Function(f) = call {
+            // Only function calls exist in Chat Completions tool use.
+            if call.kind.as_deref().is_some_and(|k| k != "function") {
+                continue;
+            }
+            if let Some(f) = call.function {
                 reply.tool_calls.push(ToolCall {
-                    id: f.id,
-                    name: f.function.name,
-                    arguments: f.function.arguments,
+                    id: call.id,
+                    name: f.name,
+                    arguments: f.arguments,
                 });
             }
         }

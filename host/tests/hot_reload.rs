@@ -35,8 +35,9 @@ fn tool_names(host: &Host) -> Vec<String> {
         .agent
         .plugins
         .tool_defs()
-        .into_iter()
-        .map(|d| d.name)
+        .defs()
+        .iter()
+        .map(|d| d.name.clone())
         .collect()
 }
 

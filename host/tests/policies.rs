@@ -129,6 +129,71 @@ async fn require_approval_turns_the_call_into_a_draft() {
 }
 
 #[tokio::test]
+async fn each_policy_runs_only_on_the_hooks_it_declares() {
+    let mut stack = stack_with_policies().await;
+    stack.set("ADMIN_TOKEN", "admin-secret");
+    let host = stack.start().await;
+    let (s, b) = host
+        .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b["toolCalls"].as_array().unwrap().is_empty(), "{b}");
+
+    let listing: serde_json::Value = host
+        .http
+        .get(host.url("/admin/plugins"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hooks_of = |name: &str| {
+        listing["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["hooks"].clone())
+            .unwrap_or_else(|| panic!("{name} missing from {listing}"))
+    };
+    assert_eq!(hooks_of("request-validation"), json!(["request"]));
+    assert_eq!(hooks_of("tool-access"), json!(["tool_call"]));
+    assert_eq!(hooks_of("answer-guard"), json!(["answer"]));
+
+    // One chat with one tool call: each policy ran once, on its own hook.
+    let metrics = host
+        .http
+        .get(host.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ran: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("agents_policy_decisions_total{"))
+        .collect();
+    let expected = [
+        ("request-validation", "request"),
+        ("tool-access", "tool_call"),
+        ("answer-guard", "answer"),
+    ];
+    assert_eq!(ran.len(), 3, "{ran:#?}");
+    for (policy, hook) in expected {
+        assert!(
+            ran.iter()
+                .any(|l| l.contains(&format!("policy=\"{policy}\""))
+                    && l.contains(&format!("hook=\"{hook}\""))
+                    && l.ends_with(" 1")),
+            "{policy} on {hook}: {ran:#?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn answer_rewrite_masks_secrets() {
     let stack = stack_with_policies().await;
     let host = stack.start().await;

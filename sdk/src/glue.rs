@@ -3,9 +3,11 @@
 
 use serde_json::Value;
 
-use crate::bindings::policy::exports::atlas::agent::policy::Decision as WitDecision;
+use crate::bindings::policy::exports::atlas::agent::policy::{
+    Decision as WitDecision, Hook as WitHook,
+};
 use crate::bindings::tool::atlas::agent::types as wit;
-use crate::{Context, Decision, Policy, ToolError, ToolKind, ToolOutput, Tools, User};
+use crate::{Context, Decision, Hook, Policy, ToolError, ToolKind, ToolOutput, Tools, User};
 
 pub fn describe(tools: &Tools) -> Vec<wit::ToolSpec> {
     tools
@@ -36,6 +38,21 @@ pub fn invoke(
         .invoke(&ctx, name, arguments)
         .map(output_to_wit)
         .map_err(error_to_wit)
+}
+
+pub fn hooks<P: Policy + ?Sized>(policy: &P) -> Vec<WitHook> {
+    let mut out: Vec<WitHook> = Vec::with_capacity(3);
+    for h in policy.hooks() {
+        let w = match h {
+            Hook::Request => WitHook::Request,
+            Hook::ToolCall => WitHook::ToolCall,
+            Hook::Answer => WitHook::Answer,
+        };
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 pub fn check_request<P: Policy + ?Sized>(
@@ -183,6 +200,14 @@ pub(crate) mod back {
             wit::ToolError::Forbidden(m) => ToolError::Forbidden(m),
             wit::ToolError::Backend(m) => ToolError::Backend(m),
             wit::ToolError::Internal(m) => ToolError::Internal(m),
+        }
+    }
+
+    pub fn hook(h: WitHook) -> Hook {
+        match h {
+            WitHook::Request => Hook::Request,
+            WitHook::ToolCall => Hook::ToolCall,
+            WitHook::Answer => Hook::Answer,
         }
     }
 

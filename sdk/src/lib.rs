@@ -55,14 +55,15 @@ pub mod testing;
 pub mod tool;
 
 pub use context::{Context, User};
-pub use policy::{Decision, Policy};
+pub use policy::{Decision, Hook, Policy};
 pub use tool::{Draft, Output, ToolError, ToolKind, ToolOutput, ToolSpec, Tools};
 
 /// Everything a plugin usually needs, plus the serde and schemars derives.
 pub mod prelude {
     pub use crate::backend::{self, Method};
     pub use crate::{
-        Context, Decision, Draft, Output, Policy, ToolError, ToolKind, Tools, User, atlas, log,
+        Context, Decision, Draft, Hook, Output, Policy, ToolError, ToolKind, Tools, User, atlas,
+        log,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
@@ -74,14 +75,14 @@ pub mod prelude {
 pub mod __private {
     pub use crate::bindings;
     pub use crate::bindings::policy::exports::atlas::agent::policy::{
-        Decision as WitDecision, Guest as PolicyGuest,
+        Decision as WitDecision, Guest as PolicyGuest, Hook as WitHook,
     };
     pub use crate::bindings::tool::atlas::agent::types::{
         CallContext as WitCallContext, ToolError as WitToolError, ToolOutput as WitToolOutput,
         ToolSpec as WitToolSpec,
     };
     pub use crate::bindings::tool::exports::atlas::agent::tool::Guest as ToolGuest;
-    pub use crate::glue::{check_answer, check_request, check_tool_call, describe, invoke};
+    pub use crate::glue::{check_answer, check_request, check_tool_call, describe, hooks, invoke};
 }
 
 /// Export a tool plugin. Takes a function (or closure) returning [`Tools`];
@@ -137,6 +138,10 @@ macro_rules! export_policy {
         pub struct __AtlasPolicyPlugin;
 
         impl $crate::__private::PolicyGuest for __AtlasPolicyPlugin {
+            fn hooks() -> ::std::vec::Vec<$crate::__private::WitHook> {
+                $crate::__private::hooks(&$policy)
+            }
+
             fn check_request(
                 ctx: $crate::__private::WitCallContext,
                 prompt: ::std::string::String,

@@ -13,6 +13,10 @@
 //! pub struct NoBannedWords;
 //!
 //! impl Policy for NoBannedWords {
+//!     fn hooks(&self) -> &'static [Hook] {
+//!         &[Hook::Request]
+//!     }
+//!
 //!     fn check_request(&self, ctx: &Context, prompt: &str, _metadata: &Value) -> Decision {
 //!         let config: Config = match ctx.config() {
 //!             Ok(c) => c,
@@ -30,7 +34,7 @@
 //! let h = atlas_agent_sdk::testing::Harness::policy(NoBannedWords)
 //!     .config(json!({ "banned_words": ["darn"] }));
 //! assert!(matches!(h.check_request("darn it", json!({})), Decision::Deny(_)));
-//! assert_eq!(h.check_answer("anything"), Decision::Allow);
+//! assert_eq!(h.check_request("fine", json!({})), Decision::Allow);
 //! ```
 
 use serde_json::Value;
@@ -63,9 +67,34 @@ impl Decision {
     }
 }
 
+/// A point in a chat where the host can run a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// [`Policy::check_request`], once per chat request.
+    Request,
+    /// [`Policy::check_tool_call`], before every tool call.
+    ToolCall,
+    /// [`Policy::check_answer`], once on the final answer.
+    Answer,
+}
+
+impl Hook {
+    /// Every hook, the default of [`Policy::hooks`].
+    pub const ALL: &'static [Hook] = &[Hook::Request, Hook::ToolCall, Hook::Answer];
+}
+
 /// A validation policy. Every hook allows by default, so implement only the
-/// ones you need. Read operator settings with [`Context::config`].
+/// ones you need, and name them in [`Policy::hooks`] so the host does not
+/// run the policy where it has nothing to say. Read operator settings with
+/// [`Context::config`].
 pub trait Policy {
+    /// The hooks this policy implements; the host calls only these (it asks
+    /// once, when the plugin loads). The default is every hook, which is
+    /// always correct but costs a sandboxed call per hook per chat.
+    fn hooks(&self) -> &'static [Hook] {
+        Hook::ALL
+    }
+
     /// Check an incoming chat request; `metadata` is the request's metadata
     /// object (`{}` when absent).
     fn check_request(&self, ctx: &Context, prompt: &str, metadata: &Value) -> Decision {

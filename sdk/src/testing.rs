@@ -35,7 +35,7 @@ use serde_json::Value;
 use crate::backend::{BackendError, Method, Response};
 use crate::glue;
 use crate::log::Level;
-use crate::{Context, Decision, Policy, ToolError, ToolOutput, ToolSpec, Tools, User};
+use crate::{Context, Decision, Hook, Policy, ToolError, ToolOutput, ToolSpec, Tools, User};
 
 /// A request a tool sent to the mock backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,8 +430,28 @@ impl Harness {
             .expect("this harness has no policy: build it with Harness::policy")
     }
 
+    /// The hooks the policy declares, as the host will read them at load.
+    pub fn hooks(&self) -> Vec<Hook> {
+        glue::hooks(self.the_policy())
+            .into_iter()
+            .map(glue::back::hook)
+            .collect()
+    }
+
+    /// Panics when the policy does not declare `hook`: the host would never
+    /// run it there, so a test calling it would test nothing real.
+    fn expect_hook(&self, hook: Hook) {
+        let hooks = self.hooks();
+        assert!(
+            hooks.contains(&hook),
+            "the policy declares the hooks {hooks:?}, not {hook:?}, so the host never \
+             calls it there; add Hook::{hook:?} to Policy::hooks"
+        );
+    }
+
     /// Run the policy's `check_request` hook.
     pub fn check_request(&self, prompt: &str, metadata: Value) -> Decision {
+        self.expect_hook(Hook::Request);
         let _active = Activation::new(&self.mock);
         let d = glue::check_request(
             self.the_policy(),
@@ -444,6 +464,7 @@ impl Harness {
 
     /// Run the policy's `check_tool_call` hook.
     pub fn check_tool_call(&self, tool: &str, arguments: Value) -> Decision {
+        self.expect_hook(Hook::ToolCall);
         let _active = Activation::new(&self.mock);
         let d = glue::check_tool_call(
             self.the_policy(),
@@ -456,6 +477,7 @@ impl Harness {
 
     /// Run the policy's `check_answer` hook.
     pub fn check_answer(&self, answer: &str) -> Decision {
+        self.expect_hook(Hook::Answer);
         let _active = Activation::new(&self.mock);
         let d = glue::check_answer(self.the_policy(), glue::context_to_wit(&self.ctx), answer);
         glue::back::decision(d)
@@ -685,5 +707,34 @@ mod tests {
         let ctx = glue::context_to_wit(h.context());
         let d = glue::check_tool_call(&Shouty, ctx, "t", "{oops");
         assert!(matches!(glue::back::decision(d), Decision::Deny(_)));
+    }
+
+    struct AnswersOnly;
+
+    impl Policy for AnswersOnly {
+        fn hooks(&self) -> &'static [Hook] {
+            &[Hook::Answer, Hook::Answer]
+        }
+
+        fn check_answer(&self, _: &Context, answer: &str) -> Decision {
+            Decision::Rewrite(answer.replace("secret", "******"))
+        }
+    }
+
+    #[test]
+    fn declared_hooks_reach_the_host_once_each() {
+        assert_eq!(Harness::policy(Shouty).hooks(), Hook::ALL);
+        let h = Harness::policy(AnswersOnly);
+        assert_eq!(h.hooks(), [Hook::Answer]);
+        assert_eq!(
+            h.check_answer("a secret"),
+            Decision::Rewrite("a ******".into())
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "add Hook::Request to Policy::hooks")]
+    fn calling_an_undeclared_hook_fails_the_test() {
+        Harness::policy(AnswersOnly).check_request("hi", json!({}));
     }
 }

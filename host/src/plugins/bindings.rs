@@ -25,7 +25,7 @@ pub mod policy {
 }
 
 pub use policy::PolicyPluginPre;
-pub use policy::exports::atlas::agent::policy::Decision;
+pub use policy::exports::atlas::agent::policy::{Decision, Hook};
 pub use tool::ToolPluginPre;
 pub use tool::atlas::agent::backend::{BackendError, Method, Response};
 pub use tool::atlas::agent::types::{CallContext, Level, ToolError, ToolKind, ToolOutput, User};

@@ -26,10 +26,12 @@ use wasmtime::component::{Component, Linker};
 use crate::backend::Backend;
 use crate::config::PluginLimits;
 use crate::identity::User;
-use crate::llm::ToolDef;
+use crate::llm::{ToolDef, ToolSet};
 use crate::sessions::now_ms;
 use crate::telemetry::Metrics;
-use bindings::{Decision, PolicyPluginPre, ToolError, ToolKind as WitKind, ToolPluginPre};
+use bindings::{
+    Decision, Hook as WitHook, PolicyPluginPre, ToolError, ToolKind as WitKind, ToolPluginPre,
+};
 use manifest::Manifest;
 use runtime::{Delegation, Fault, State};
 
@@ -70,6 +72,8 @@ enum Kind {
     },
     Policy {
         pre: PolicyPluginPre<State>,
+        /// The hooks it declared at load; it is run on no others.
+        hooks: Vec<WitHook>,
     },
 }
 
@@ -102,6 +106,8 @@ struct Snapshot {
     plugins: BTreeMap<String, Arc<Plugin>>,
     tools: HashMap<String, (Arc<Plugin>, usize)>,
     policies: Vec<Arc<Plugin>>,
+    /// What the model is offered, built once per snapshot.
+    tool_set: Arc<ToolSet>,
 }
 
 /// A plugin that could not be (re)loaded.
@@ -172,6 +178,14 @@ pub enum Hook<'a> {
 }
 
 impl Hook<'_> {
+    fn wit(&self) -> WitHook {
+        match self {
+            Hook::Request { .. } => WitHook::Request,
+            Hook::ToolCall { .. } => WitHook::ToolCall,
+            Hook::Answer { .. } => WitHook::Answer,
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Hook::Request { .. } => "request",
@@ -239,22 +253,8 @@ impl PluginHost {
     }
 
     /// The tools offered to the model now.
-    pub fn tool_defs(&self) -> Vec<ToolDef> {
-        let snap = self.current.load();
-        let mut defs: Vec<ToolDef> = snap
-            .tools
-            .iter()
-            .map(|(name, (plugin, i))| {
-                let t = &plugin.tools()[*i];
-                ToolDef {
-                    name: name.clone(),
-                    description: t.description.clone(),
-                    parameters: t.schema.clone(),
-                }
-            })
-            .collect();
-        defs.sort_by(|a, b| a.name.cmp(&b.name));
-        defs
+    pub fn tool_defs(&self) -> Arc<ToolSet> {
+        self.current.load().tool_set.clone()
     }
 
     pub fn tool_kind(&self, name: &str) -> Option<ToolKind> {
@@ -369,6 +369,19 @@ impl PluginHost {
         m.with_label_values(&["unloaded"])
             .inc_by(report.unloaded.len() as u64);
         self.metrics.plugins_loaded.set(next.plugins.len() as i64);
+        next.tool_set = Arc::new(ToolSet::new(
+            next.tools
+                .iter()
+                .map(|(name, (plugin, i))| {
+                    let t = &plugin.tools()[*i];
+                    ToolDef {
+                        name: name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.schema.clone(),
+                    }
+                })
+                .collect(),
+        ));
         self.current.store(Arc::new(next));
         report
     }
@@ -407,7 +420,19 @@ impl PluginHost {
                 .instantiate_pre(&component)
                 .and_then(PolicyPluginPre::new)
                 .map_err(|e| format!("does not fit world policy-plugin: {}", root_cause(&e)))?;
-            Kind::Policy { pre }
+            let hooks = match self.policy_hooks(&name, &manifest, &pre).await {
+                Ok(hooks) => hooks,
+                Err(HooksError::None) => {
+                    return Err("hooks() names no hook, so the policy would never run".into());
+                }
+                // A policy that cannot even answer runs on every hook, so
+                // each chat fails closed on it, as it would on any failure.
+                Err(HooksError::Failed(e)) => {
+                    tracing::warn!(plugin = %name, error = %e, "policy did not declare its hooks; running it on all of them");
+                    vec![WitHook::Request, WitHook::ToolCall, WitHook::Answer]
+                }
+            };
+            Kind::Policy { pre, hooks }
         } else {
             return Err(format!(
                 "exports neither {} nor {} (found: {})",
@@ -490,6 +515,50 @@ impl PluginHost {
             });
         }
         Ok(tools)
+    }
+
+    /// Asks a policy which hooks it implements, once, at load.
+    async fn policy_hooks(
+        &self,
+        name: &Arc<str>,
+        manifest: &Arc<Manifest>,
+        pre: &PolicyPluginPre<State>,
+    ) -> Result<Vec<WitHook>, HooksError> {
+        let mut store = runtime::store(
+            &self.engine,
+            name.clone(),
+            manifest.clone(),
+            self.backend.clone(),
+            None,
+        )
+        .map_err(|e| HooksError::Failed(e.to_string()))?;
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.atlas_agent_policy().call_hooks(&mut store).await
+        };
+        let declared =
+            match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
+                Err(_) => return Err(HooksError::Failed("hooks() did not return in time".into())),
+                Ok(Err(e)) => {
+                    let fault = runtime::classify(&e, store.data());
+                    return Err(HooksError::Failed(format!(
+                        "hooks() failed ({}): {}",
+                        fault.as_str(),
+                        root_cause(&e)
+                    )));
+                }
+                Ok(Ok(h)) => h,
+            };
+        let mut hooks: Vec<WitHook> = Vec::with_capacity(3);
+        for h in declared {
+            if !hooks.contains(&h) {
+                hooks.push(h);
+            }
+        }
+        if hooks.is_empty() {
+            return Err(HooksError::None);
+        }
+        Ok(hooks)
     }
 
     /// Runs a tool under its plugin's limits.
@@ -639,9 +708,12 @@ impl PluginHost {
         let snap = self.current.load_full();
         let mut rewritten: Option<(String, String)> = None;
         for plugin in &snap.policies {
-            let Kind::Policy { pre } = &plugin.kind else {
+            let Kind::Policy { pre, hooks } = &plugin.kind else {
                 continue;
             };
+            if !hooks.contains(&hook.wit()) {
+                continue;
+            }
             let current = rewritten.as_ref().map(|(_, v)| v.as_str());
             let hook_now = match (hook, current) {
                 (Hook::Request { metadata, .. }, Some(v)) => Hook::Request {
@@ -741,6 +813,10 @@ impl PluginHost {
                 "digest": p.digest,
                 "kind": match p.kind { Kind::Tools { .. } => "tool", Kind::Policy { .. } => "policy" },
                 "tools": p.tools(),
+                "hooks": match &p.kind {
+                    Kind::Policy { hooks, .. } => hooks.iter().map(|h| hook_name(*h)).collect(),
+                    Kind::Tools { .. } => Vec::new(),
+                },
                 "state": "live",
                 "loadedAt": p.loaded_at,
                 "grants": p.manifest.grants.iter().map(|g| format!("{} {}", g.method.to_ascii_uppercase(), g.path)).collect::<Vec<_>>(),
@@ -755,6 +831,19 @@ impl PluginHost {
             }
         }
         serde_json::json!({ "dir": self.dir.display().to_string(), "plugins": out })
+    }
+}
+
+enum HooksError {
+    None,
+    Failed(String),
+}
+
+fn hook_name(h: WitHook) -> &'static str {
+    match h {
+        WitHook::Request => "request",
+        WitHook::ToolCall => "tool_call",
+        WitHook::Answer => "answer",
     }
 }
 

@@ -258,6 +258,10 @@ pub fn mask(answer: &str, config: &Config) -> String {
 pub struct AnswerGuard;
 
 impl Policy for AnswerGuard {
+    fn hooks(&self) -> &'static [Hook] {
+        &[Hook::Answer]
+    }
+
     fn check_answer(&self, ctx: &Context, answer: &str) -> Decision {
         let config: Config = match ctx.config() {
             Ok(c) => c,

@@ -37,6 +37,10 @@ pub fn valid_session_id(id: &str) -> bool {
 pub struct RequestValidation;
 
 impl Policy for RequestValidation {
+    fn hooks(&self) -> &'static [Hook] {
+        &[Hook::Request]
+    }
+
     fn check_request(&self, ctx: &Context, prompt: &str, metadata: &Value) -> Decision {
         let config: Config = match ctx.config() {
             Ok(c) => c,
@@ -174,12 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn other_hooks_allow() {
-        let h = harness();
-        assert_eq!(
-            h.check_tool_call("view_work_orders", json!({})),
-            Decision::Allow
-        );
-        assert_eq!(h.check_answer("anything"), Decision::Allow);
+    fn runs_on_requests_only() {
+        assert_eq!(harness().hooks(), [Hook::Request]);
     }
 }

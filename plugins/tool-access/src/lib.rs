@@ -33,6 +33,10 @@ impl Default for Config {
 pub struct ToolAccess;
 
 impl Policy for ToolAccess {
+    fn hooks(&self) -> &'static [Hook] {
+        &[Hook::ToolCall]
+    }
+
     fn check_tool_call(&self, ctx: &Context, tool: &str, _arguments: &Value) -> Decision {
         let config: Config = match ctx.config() {
             Ok(c) => c,
@@ -187,9 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn other_hooks_allow() {
-        let h = shipped("TECHNICIAN");
-        assert_eq!(h.check_request("hi", json!({})), Decision::Allow);
-        assert_eq!(h.check_answer("hi"), Decision::Allow);
+    fn runs_on_tool_calls_only() {
+        assert_eq!(shipped("TECHNICIAN").hooks(), [Hook::ToolCall]);
     }
 }
