@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use moka::sync::Cache;
 
-use crate::sessions::now_ms;
+use crate::sessions::{RedisPool as Pool, now_ms};
 
 /// The state of a key's window after counting one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +25,8 @@ struct Shared {
     pool: Pool,
     prefix: String,
     timeout: Duration,
+    /// The INCR script, hashed once (sent by hash, loaded on first use).
+    incr: redis::Script,
 }
 
 pub struct RateLimiter {
@@ -62,6 +63,7 @@ impl RateLimiter {
                 pool,
                 prefix: prefix.to_string(),
                 timeout,
+                incr: redis::Script::new(INCR),
             }),
             ..Self::local(max, window)
         }
@@ -96,7 +98,8 @@ impl RateLimiter {
         let redis_key = format!("{}ratelimit:{key}:{window}", shared.prefix);
         let ask = async {
             let mut c = shared.pool.get().await.map_err(|e| e.to_string())?;
-            redis::Script::new(INCR)
+            shared
+                .incr
                 .key(&redis_key)
                 .arg(self.window_ms)
                 .invoke_async::<u32>(&mut *c)

@@ -6,6 +6,7 @@
 //! conversation and can neither read nor erase the owner's.
 
 mod memory;
+mod redis_pool;
 mod redis_store;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,7 +16,8 @@ use serde::Serialize;
 use crate::llm::Message;
 
 pub use memory::MemoryStore;
-pub use redis_store::{RedisStore, pool as redis_pool};
+pub use redis_pool::{Pool as RedisPool, pool as redis_pool};
+pub use redis_store::RedisStore;
 
 /// The user a conversation belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
 
+use super::redis_pool::{Manager, Pool, PoolError};
 use super::{Bounds, Conversation, Owner, SessionStore, StoreError, now_ms};
 use crate::llm::Message;
 use crate::telemetry::Metrics;
@@ -50,20 +50,6 @@ pub struct RedisStore {
     timeout: Duration,
     append: redis::Script,
     metrics: Metrics,
-}
-
-/// A connection pool whose every wait is bounded by `timeout`. Connections
-/// are made on first use and remade after Redis comes back, so this succeeds
-/// while Redis is down.
-pub fn pool(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
-    Ok(deadpool_redis::Config::from_url(url)
-        .builder()?
-        .max_size(64)
-        .wait_timeout(Some(timeout))
-        .create_timeout(Some(timeout))
-        .recycle_timeout(Some(timeout))
-        .runtime(Runtime::Tokio1)
-        .build()?)
 }
 
 impl RedisStore {
@@ -119,9 +105,9 @@ impl RedisStore {
         result
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    async fn conn(&self) -> Result<deadpool::managed::Object<Manager>, StoreError> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Timeout(_) => StoreError::Timeout,
+            PoolError::Timeout(_) => StoreError::Timeout,
             other => StoreError::Unavailable(other.to_string()),
         })
     }
