@@ -253,3 +253,47 @@ async fn redis_outage_degrades_then_history_resumes() {
     assert!(answer(&b).contains("after"), "{b}");
     host.stop().await;
 }
+
+/// `calls` of one command in `INFO commandstats`.
+async fn command_calls(c: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn busy_connections_are_not_pinged_and_idle_ones_are() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let mut c = redis.client().await;
+
+    assert_eq!(host.chat(&token, prompt_in("warm up", "p-0")).await.0, 200);
+    let pings = command_calls(&mut c, "ping").await;
+    let scripts = command_calls(&mut c, "evalsha").await;
+    for i in 1..=10 {
+        let (s, b) = host
+            .chat(&token, prompt_in("hello", &format!("p-{i}")))
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    // Ten appends (and rate-limit counts) ran, and no connection was pinged
+    // on its way out of the pool.
+    assert!(command_calls(&mut c, "evalsha").await >= scripts + 10);
+    assert_eq!(command_calls(&mut c, "ping").await, pings);
+
+    // A connection idle for longer than the pool's bound is checked first.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(host.chat(&token, prompt_in("again", "p-11")).await.0, 200);
+    assert!(command_calls(&mut c, "ping").await > pings);
+    host.stop().await;
+}
