@@ -1,5 +1,6 @@
 //! One tool invocation through the real runtime: a fresh instance from the
-//! pre-instantiated component, the call, and JSON in and out.
+//! pre-instantiated component, the call, and JSON in and out; and one policy
+//! check the same way (a chat runs one per policy on its hook).
 //!
 //! Needs `cargo xtask plugins` first. Run: `cargo bench -p agent-host --bench invoke`.
 
@@ -9,14 +10,14 @@ use std::time::Duration;
 use agent_host::backend::Backend;
 use agent_host::config::PluginLimits;
 use agent_host::identity::User;
-use agent_host::plugins::{CallInfo, PluginHost};
+use agent_host::plugins::{CallInfo, Hook, PluginHost, Verdict};
 use agent_host::telemetry::Metrics;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let dir = tempfile::tempdir().unwrap();
-    for name in ["user-context", "drafts"] {
+    for name in ["user-context", "drafts", "answer-guard"] {
         let src = plugins.join(format!("{name}.wasm"));
         assert!(src.exists(), "run `cargo xtask plugins` first");
         std::fs::copy(&src, dir.path().join(format!("{name}.wasm"))).unwrap();
@@ -41,7 +42,7 @@ fn bench(c: &mut Criterion) {
     let host = rt.block_on(async {
         let host = PluginHost::new(dir.path().to_path_buf(), limits, backend, metrics).unwrap();
         let report = host.reload().await;
-        assert_eq!(report.loaded.len(), 2, "{report:?}");
+        assert_eq!(report.loaded.len(), 3, "{report:?}");
         host
     });
     let user = User {
@@ -73,6 +74,19 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let r = rt.block_on(host.invoke("prepare_work_order_creation_draft", args, &info));
             assert!(r.outcome.is_ok());
+        })
+    });
+    group.finish();
+
+    // The shipped answer guard on a typical answer with nothing to mask.
+    let answer = "You have 3 open work orders: WO000101 Replace the conveyor belt \
+                  (HIGH, due 2026-12-01), WO000102 Inspect the boiler (MEDIUM) and \
+                  WO000107 Oil the press (LOW). Shall I prepare a completion draft?";
+    let mut group = c.benchmark_group("policy_check");
+    group.bench_function("answer_guard", |b| {
+        b.iter(|| {
+            let v = rt.block_on(host.check(Hook::Answer { answer }, &info));
+            assert!(matches!(v, Verdict::Allow), "{v:?}");
         })
     });
     group.finish();
