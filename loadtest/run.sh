@@ -123,6 +123,20 @@ wait_http() {
   exit 1
 }
 
+# wait_log NAME TEXT: waits until NAME's log contains TEXT (30 s at most); the
+# stubs' latency applies to every route, so their readiness is read from the log.
+wait_log() {
+  local name=$1 text=$2
+  for _ in $(seq 300); do
+    grep -qF "$text" "$OUT/$name.log" 2>/dev/null && return 0
+    if ! kill -0 "$(pid_of "$name")" 2>/dev/null; then break; fi
+    sleep 0.1
+  done
+  log "$name did not start; last log lines:"
+  tail -n 20 "$OUT/$name.log" >&2 || true
+  exit 1
+}
+
 # free_ports N: N distinct free loopback ports.
 free_ports() {
   python3 - "$1" <<'PY'
@@ -201,8 +215,8 @@ start atlas-stub env STUB_BIND=127.0.0.1 ATLAS_STUB_PORT="$ATLAS_PORT" STUB_LATE
   STUB_JWT_SECRET="$SECRET" RUST_LOG=warn "$BIN/atlas-stub"
 start openai-stub env STUB_BIND=127.0.0.1 OPENAI_STUB_PORT="$MODEL_PORT" STUB_LATENCY_MS="$MODEL_LATENCY_MS" \
   RUST_LOG=warn "$BIN/openai-stub"
-wait_http atlas-stub "http://127.0.0.1:$ATLAS_PORT/actuator/health"
-wait_http openai-stub "http://127.0.0.1:$MODEL_PORT/v1/models"
+wait_log atlas-stub "listening on"
+wait_log openai-stub "listening on"
 
 HOST_PORTS=("$HOST1_PORT")
 ((HOSTS == 2)) && HOST_PORTS+=("$HOST2_PORT")
