@@ -156,6 +156,7 @@ impl Agent {
             Verdict::Deny { policy, reason } | Verdict::RequireApproval { policy, reason } => {
                 return Err(ApiError::PolicyDenied { policy, reason });
             }
+            Verdict::Unavailable { reason, .. } => return Err(ApiError::Unavailable(reason)),
         }
 
         let Some(model) = self.model.clone() else {
@@ -259,6 +260,7 @@ impl Agent {
                 tracing::info!(%policy, %reason, "answer withheld by policy");
                 answer = format!("I cannot share that answer: {reason}");
             }
+            Verdict::Unavailable { reason, .. } => return Err(ApiError::Unavailable(reason)),
         }
         messages.push(Message::Assistant {
             content: Some(answer.clone()),
@@ -334,7 +336,7 @@ impl Agent {
         {
             Verdict::Allow => {}
             Verdict::Rewrite { value, .. } => arguments = value,
-            Verdict::Deny { policy, reason } => {
+            Verdict::Deny { policy, reason } | Verdict::Unavailable { policy, reason } => {
                 return failed(
                     "denied",
                     "denied",

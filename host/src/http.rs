@@ -180,13 +180,16 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
         "not_configured"
     };
     let draining = s.draining.load(Ordering::SeqCst);
-    let ready = !draining && redis != "error" && backend == "ok" && model == "ok";
+    let missing = s.agent.plugins.missing_policies();
+    let ready =
+        !draining && redis != "error" && backend == "ok" && model == "ok" && missing.is_empty();
     s.metrics.ready.set(i64::from(ready));
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
         "checks": {
             "redis": redis, "backend": backend, "model": model,
             "plugins": s.agent.plugins.tool_defs().len(),
+            "missingPolicies": missing,
             "draining": draining,
         },
     });

@@ -212,6 +212,41 @@ async fn answer_rewrite_masks_secrets() {
 }
 
 #[tokio::test]
+async fn an_unloadable_policy_refuses_chats_instead_of_skipping_checks() {
+    let stack = stack_with_policies().await;
+    // A truncated upload: the policy file says it is a policy, the Wasm is bad.
+    let wasm = stack.plugin_dir.path().join("request-validation.wasm");
+    let bytes = std::fs::read(&wasm).unwrap();
+    std::fs::write(&wasm, &bytes[..bytes.len() / 2]).unwrap();
+    let host = stack.start().await;
+
+    let (s, b) = host.chat(&stack.token(ADMIN), prompt("hello")).await;
+    assert_eq!(s, 503, "{b}");
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("request-validation") && message.contains("not loaded"),
+        "{b}"
+    );
+    assert!(
+        stack.openai.requests().is_empty(),
+        "nothing reached the model"
+    );
+    let (s, b) = host.get("/health/ready", None).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(
+        b["checks"]["missingPolicies"],
+        json!(["request-validation"])
+    );
+
+    // Fixed in place and reloaded: chats run, checked, again.
+    std::fs::write(&wasm, &bytes).unwrap();
+    let reloaded = host.state.agent.plugins.reload().await;
+    assert_eq!(reloaded.loaded, vec!["request-validation".to_string()]);
+    assert_eq!(host.chat(&stack.token(ADMIN), prompt("hello")).await.0, 200);
+    assert_eq!(host.get("/health/ready", None).await.0, 200);
+}
+
+#[tokio::test]
 async fn a_failing_policy_fails_closed() {
     let stack = stack_with_policies().await;
     let path = stack

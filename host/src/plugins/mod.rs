@@ -108,6 +108,9 @@ struct Snapshot {
     policies: Vec<Arc<Plugin>>,
     /// What the model is offered, built once per snapshot.
     tool_set: Arc<ToolSet>,
+    /// Policies that were refused and have no live version, with the reason:
+    /// while any is listed, chats are refused rather than run unchecked.
+    missing_policies: BTreeMap<String, String>,
 }
 
 /// A plugin that could not be (re)loaded.
@@ -117,6 +120,8 @@ pub struct Refusal {
     pub error: String,
     pub at: u64,
     pub digest: String,
+    /// Its policy file has a `[policy]` table: it was meant to check chats.
+    pub policy: bool,
 }
 
 /// Who a call is for; the token stays here, in the host.
@@ -165,9 +170,23 @@ pub struct ToolResult {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
     Allow,
-    Deny { policy: String, reason: String },
-    Rewrite { policy: String, value: String },
-    RequireApproval { policy: String, reason: String },
+    Deny {
+        policy: String,
+        reason: String,
+    },
+    Rewrite {
+        policy: String,
+        value: String,
+    },
+    RequireApproval {
+        policy: String,
+        reason: String,
+    },
+    /// A policy that should run could not be loaded: nothing is checked.
+    Unavailable {
+        policy: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -255,6 +274,16 @@ impl PluginHost {
     /// The tools offered to the model now.
     pub fn tool_defs(&self) -> Arc<ToolSet> {
         self.current.load().tool_set.clone()
+    }
+
+    /// Policies refused with no live version (readiness reports them).
+    pub fn missing_policies(&self) -> Vec<String> {
+        self.current
+            .load()
+            .missing_policies
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn tool_kind(&self, name: &str) -> Option<ToolKind> {
@@ -350,9 +379,18 @@ impl PluginHost {
                         error,
                         at: now_ms(),
                         digest: file.digest.clone(),
+                        policy: file.policy_text.as_deref().is_some_and(declares_policy),
                     },
                 );
             }
+            next.missing_policies = map
+                .iter()
+                .filter(|(name, r)| r.policy && !next.plugins.contains_key(*name))
+                .map(|(name, r)| (name.clone(), r.error.clone()))
+                .collect();
+        }
+        for (name, error) in &next.missing_policies {
+            tracing::error!(policy = %name, %error, "a validation policy is not loaded; chats are refused until it loads");
         }
         for name in &report.loaded {
             let p = &next.plugins[name];
@@ -706,6 +744,15 @@ impl PluginHost {
     /// require-approval wins; rewrites chain. A policy that fails, fails closed.
     pub async fn check(&self, hook: Hook<'_>, call: &CallInfo<'_>) -> Verdict {
         let snap = self.current.load_full();
+        if let Some((policy, error)) = snap.missing_policies.iter().next() {
+            return Verdict::Unavailable {
+                policy: policy.clone(),
+                reason: format!(
+                    "the validation policy {policy} is not loaded ({error}); \
+                     chats are refused until it is fixed"
+                ),
+            };
+        }
         let mut rewritten: Option<(String, String)> = None;
         for plugin in &snap.policies {
             let Kind::Policy { pre, hooks } = &plugin.kind else {
@@ -831,6 +878,15 @@ impl PluginHost {
             }
         }
         serde_json::json!({ "dir": self.dir.display().to_string(), "plugins": out })
+    }
+}
+
+/// Whether a policy file has a `[policy]` table. Read leniently, so that a
+/// policy whose file has another mistake still counts as one.
+fn declares_policy(text: &str) -> bool {
+    match text.parse::<toml::Table>() {
+        Ok(t) => t.contains_key("policy"),
+        Err(_) => text.lines().any(|l| l.trim_start().starts_with("[policy]")),
     }
 }
 
