@@ -25,8 +25,8 @@ pub mod policy {
         export_macro_name: "export_policy_plugin",
         default_bindings_module: "atlas_agent_sdk::__private::bindings::policy",
         with: {
-            "atlas:agent/types@0.1.0": crate::bindings::tool::atlas::agent::types,
-            "atlas:agent/log@0.1.0": crate::bindings::tool::atlas::agent::log,
+            "atlas:agent/types@0.2.0": crate::bindings::tool::atlas::agent::types,
+            "atlas:agent/log@0.2.0": crate::bindings::tool::atlas::agent::log,
         },
     });
 }

@@ -322,8 +322,8 @@ fn check_world(bytes: &[u8]) -> Result<String> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["atlas:agent/tool@0.1.0"] => "tool plugin",
-        ["atlas:agent/policy@0.1.0"] => "policy plugin",
+        ["atlas:agent/tool@0.2.0"] => "tool plugin",
+        ["atlas:agent/policy@0.2.0"] => "policy plugin",
         other => {
             bail!("exports {other:?}; expected exactly atlas:agent/tool or atlas:agent/policy")
         }

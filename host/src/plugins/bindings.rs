@@ -31,5 +31,5 @@ pub use tool::atlas::agent::backend::{BackendError, Method, Response};
 pub use tool::atlas::agent::types::{CallContext, Level, ToolError, ToolKind, ToolOutput, User};
 
 /// The interface names a component must export, with the version this host speaks.
-pub const TOOL_EXPORT: &str = "atlas:agent/tool@0.1.0";
-pub const POLICY_EXPORT: &str = "atlas:agent/policy@0.1.0";
+pub const TOOL_EXPORT: &str = "atlas:agent/tool@0.2.0";
+pub const POLICY_EXPORT: &str = "atlas:agent/policy@0.2.0";
