@@ -174,50 +174,54 @@ impl OpenAiModel {
         })
     }
 
-    /// The request body, borrowing everything: the conversation is not
-    /// copied and the tool list is the cached serialisation.
     fn build<'a>(&'a self, request: &ModelRequest<'a>) -> WireRequest<'a> {
-        let mut messages: Vec<WireMessage<'a>> = Vec::with_capacity(request.messages.len() + 1);
-        messages.push(WireMessage::System {
-            content: request.system,
+        wire_request(&self.model, request)
+    }
+}
+
+/// The request body, borrowing everything: the conversation is not copied
+/// and the tool list is the cached serialisation.
+fn wire_request<'a>(model: &'a str, request: &ModelRequest<'a>) -> WireRequest<'a> {
+    let mut messages: Vec<WireMessage<'a>> = Vec::with_capacity(request.messages.len() + 1);
+    messages.push(WireMessage::System {
+        content: request.system,
+    });
+    for m in request.messages {
+        messages.push(match m {
+            Message::User { content } => WireMessage::User { content },
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => WireMessage::Assistant {
+                content: content.as_deref(),
+                tool_calls: tool_calls
+                    .iter()
+                    .map(|c| WireToolCall {
+                        id: &c.id,
+                        kind: "function",
+                        function: WireFunctionCall {
+                            name: &c.name,
+                            arguments: &c.arguments,
+                        },
+                    })
+                    .collect(),
+            },
+            Message::Tool {
+                tool_call_id,
+                content,
+                ..
+            } => WireMessage::Tool {
+                tool_call_id,
+                content,
+            },
         });
-        for m in request.messages {
-            messages.push(match m {
-                Message::User { content } => WireMessage::User { content },
-                Message::Assistant {
-                    content,
-                    tool_calls,
-                } => WireMessage::Assistant {
-                    content: content.as_deref(),
-                    tool_calls: tool_calls
-                        .iter()
-                        .map(|c| WireToolCall {
-                            id: &c.id,
-                            kind: "function",
-                            function: WireFunctionCall {
-                                name: &c.name,
-                                arguments: &c.arguments,
-                            },
-                        })
-                        .collect(),
-                },
-                Message::Tool {
-                    tool_call_id,
-                    content,
-                    ..
-                } => WireMessage::Tool {
-                    tool_call_id,
-                    content,
-                },
-            });
-        }
-        let has_tools = !request.tools.is_empty();
-        WireRequest {
-            model: &self.model,
-            messages,
-            tools: has_tools.then(|| request.tools.openai()),
-            parallel_tool_calls: has_tools.then_some(true),
-        }
+    }
+    let has_tools = !request.tools.is_empty();
+    WireRequest {
+        model,
+        messages,
+        tools: has_tools.then(|| request.tools.openai()),
+        parallel_tool_calls: has_tools.then_some(true),
     }
 }
 
@@ -244,6 +248,7 @@ enum WireMessage<'a> {
         content: &'a str,
     },
     Assistant {
+        #[serde(skip_serializing_if = "Option::is_none")]
         content: Option<&'a str>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<WireToolCall<'a>>,
@@ -414,5 +419,117 @@ fn classify(e: OpenAIError) -> ModelError {
             tracing::warn!(error = %other, "model call failed");
             ModelError::Unreachable
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_request_speaks_chat_completions() {
+        let tools = ToolSet::new(vec![
+            ToolDef {
+                name: "view_work_orders".into(),
+                description: "List work orders".into(),
+                parameters: json!({"type": "object", "properties": {}, "required": [],
+                                   "additionalProperties": false}),
+            },
+            ToolDef {
+                name: "legacy".into(),
+                description: "Loose schema".into(),
+                parameters: json!({"type": "object"}),
+            },
+        ]);
+        let messages = vec![
+            Message::User {
+                content: "open work orders?".into(),
+            },
+            Message::Assistant {
+                content: None,
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "view_work_orders".into(),
+                    arguments: "{}".into(),
+                }],
+            },
+            Message::Tool {
+                tool_call_id: "call_1".into(),
+                name: "view_work_orders".into(),
+                content: "[]".into(),
+            },
+            Message::Assistant {
+                content: Some("None open.".into()),
+                tool_calls: vec![],
+            },
+        ];
+        let request = ModelRequest {
+            system: "be brief",
+            messages: &messages,
+            tools: &tools,
+            request_id: "r1",
+        };
+        let body = serde_json::to_value(wire_request("gpt-4o-mini", &request)).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "open work orders?"},
+                    {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                        "function": {"name": "view_work_orders", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "[]"},
+                    {"role": "assistant", "content": "None open."},
+                ],
+                "tools": [
+                    {"type": "function", "function": {"name": "legacy",
+                        "description": "Loose schema", "parameters": {"type": "object"},
+                        "strict": false}},
+                    {"type": "function", "function": {"name": "view_work_orders",
+                        "description": "List work orders",
+                        "parameters": {"type": "object", "properties": {}, "required": [],
+                                       "additionalProperties": false},
+                        "strict": true}},
+                ],
+                "parallel_tool_calls": true,
+            })
+        );
+        // The tool list is serialised once and reused.
+        assert!(std::ptr::eq(tools.openai(), tools.openai()));
+
+        let bare = ModelRequest {
+            tools: &ToolSet::default(),
+            ..request
+        };
+        let body = serde_json::to_value(wire_request("m", &bare)).unwrap();
+        assert!(body.get("tools").is_none() && body.get("parallel_tool_calls").is_none());
+    }
+
+    #[test]
+    fn the_reply_keeps_function_calls_and_usage() {
+        let reply: WireResponse = serde_json::from_value(json!({
+            "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": null,
+                "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "view_assets", "arguments": "{\"limit\":3}"}},
+                    {"id": "c2", "type": "custom", "custom": {"name": "x", "input": ""}}
+                ]}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+        }))
+        .unwrap();
+        let choice = &reply.choices[0].message;
+        assert!(choice.content.is_none());
+        let calls = choice.tool_calls.as_ref().unwrap();
+        assert_eq!(
+            calls[0].function.as_ref().unwrap().arguments,
+            "{\"limit\":3}"
+        );
+        assert_eq!(calls[1].kind.as_deref(), Some("custom"));
+        assert_eq!(reply.usage.as_ref().unwrap().prompt_tokens, 12);
     }
 }
