@@ -20,7 +20,7 @@ pub const TICK: Duration = Duration::from_millis(10);
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 /// Linear memory kept mapped in an idle pool slot, reset page by page.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
-/// Idle pool slots that stay warm beyond those in use.
+/// Warm idle slots beyond which new instances reuse warm slots, not cold ones.
 const WARM_SLOTS: u32 = 4;
 
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
@@ -46,8 +46,10 @@ pub fn engine() -> anyhow::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
         .table_keep_resident(64 << 10)
         .pagemap_scan(wasmtime::Enabled::Auto)
-        // Slots are reused most-recently-used per plugin, and at most this
-        // many idle slots stay warm, so the resident set follows the peak
+        // A new instance takes a slot its plugin used last (most recently
+        // used first), and once this many idle slots are warm it reuses warm
+        // slots of other plugins rather than touching cold ones: the set of
+        // slots ever used, and so the resident memory, follows the peak
         // number of concurrent calls rather than the pool size.
         .max_unused_warm_slots(WARM_SLOTS);
     cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
