@@ -18,8 +18,13 @@ use crate::config::PluginLimits;
 pub const TICK: Duration = Duration::from_millis(10);
 /// Upper bound on any plugin's memory, whatever its policy file says.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
-/// Linear memory kept mapped in an idle pool slot, reset page by page.
+/// Linear memory kept mapped in an idle pool slot where the kernel can tell
+/// which pages a call dirtied (`PAGEMAP_SCAN`, Linux 6.7+): only those are reset.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+/// Without `PAGEMAP_SCAN` the kept part is reset with `memset` whole, so keep
+/// less: 512 KiB measured as fast as 1 MiB with the scan in the invocation
+/// benchmark (docs/performance.md).
+const KEEP_RESIDENT_BYTES_NO_SCAN: usize = 512 << 10;
 /// Warm idle slots beyond which new instances reuse warm slots, not cold ones.
 const WARM_SLOTS: u32 = 4;
 
@@ -30,20 +35,31 @@ pub fn engine() -> anyhow::Result<Engine> {
     cfg.wasm_component_model(true)
         .consume_fuel(true)
         .epoch_interruption(true);
+    let scan = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
+    let keep = if scan {
+        KEEP_RESIDENT_BYTES
+    } else {
+        KEEP_RESIDENT_BYTES_NO_SCAN
+    };
+    tracing::info!(
+        pagemap_scan = scan,
+        keep_resident_bytes = keep,
+        "plugin memory pool"
+    );
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(1000)
         .total_core_instances(2000)
         .total_memories(1000)
         .total_tables(2000)
         .max_memory_size(MAX_MEMORY_BYTES)
-        // Between calls a slot keeps its first 1 MiB of linear memory mapped
-        // and only the pages a call dirtied are reset (found with the
+        // Between calls a slot keeps the first part of its linear memory
+        // mapped and only the pages a call dirtied are reset (found with the
         // PAGEMAP_SCAN ioctl where the kernel has it, 6.7+), instead of
         // madvise + page faults on every call, whose TLB shootdowns dominated
         // the host's CPU under load. Plugins are linked with a 256 KiB stack
         // (.cargo/config.toml) so stack, data and a small heap fit in that
         // first MiB.
-        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .linear_memory_keep_resident(keep)
         .table_keep_resident(64 << 10)
         .pagemap_scan(wasmtime::Enabled::Auto)
         // A new instance takes a slot its plugin used last (most recently
