@@ -104,6 +104,7 @@ impl Backend {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.base, path))
+            .headers(crate::telemetry::trace_headers())
             .header(reqwest::header::AUTHORIZATION, authorization)
             .header("x-request-id", request_id)
             .header(reqwest::header::ACCEPT, "application/json");

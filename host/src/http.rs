@@ -61,6 +61,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         user_id = tracing::field::Empty,
         company_id = tracing::field::Empty,
     );
+    crate::telemetry::continue_trace(&span, req.headers());
     let mut response = tracing::Instrument::instrument(next.run(req), span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, v);

@@ -348,7 +348,8 @@ impl ChatModel for OpenAiModel {
             .client
             .chat()
             .header("x-request-id", request.request_id)
-            .map_err(|_| ModelError::Invalid)?;
+            .map_err(|_| ModelError::Invalid)?
+            .headers(crate::telemetry::trace_headers());
         let call = chat.create_byot::<_, WireResponse>(&body);
         let result = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(ModelError::Timeout),

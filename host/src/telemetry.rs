@@ -44,6 +44,12 @@ pub fn init_tracing(
     });
     let otel = provider.as_ref().map(|p| {
         use opentelemetry::trace::TracerProvider as _;
+        // W3C trace context in and out: a caller's `traceparent` becomes the
+        // parent of the request span, and calls to the backend and the model
+        // carry the current span's.
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
         tracing_opentelemetry::layer().with_tracer(p.tracer("agent-host"))
     });
     let _ = tracing_subscriber::registry()
@@ -52,6 +58,28 @@ pub fn init_tracing(
         .with(otel)
         .try_init();
     provider
+}
+
+/// Makes `span` a child of the trace context in `headers` (`traceparent`),
+/// when span export is on; otherwise does nothing.
+pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// The current span's trace context as headers (`traceparent`), empty when
+/// span export is off.
+pub fn trace_headers() -> axum::http::HeaderMap {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut headers = axum::http::HeaderMap::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers))
+    });
+    headers
 }
 
 /// Spans go to `{endpoint}/v1/traces`, batched off the request path.

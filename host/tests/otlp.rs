@@ -44,6 +44,32 @@ async fn chat_spans_are_exported() {
         .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
         .await;
     assert_eq!(s, 200);
+
+    // A caller's W3C trace context continues to the backend and the model.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = host
+        .http
+        .post(host.url("/v1/chat"))
+        .bearer_auth(stack.token(ADMIN))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&prompt("Show me open work orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let carried = |reqs: Vec<atlas_stubs::record::RecordedRequest>| {
+        reqs.iter()
+            .filter_map(|r| r.header("traceparent").map(str::to_string))
+            .filter(|t| t.starts_with(&format!("00-{trace_id}-")))
+            .count()
+    };
+    // The tool's search (and /auth/me, when not cached), and both model calls.
+    assert!(
+        carried(stack.atlas.requests()) >= 1,
+        "{:?}",
+        stack.atlas.requests()
+    );
+    assert_eq!(carried(stack.openai.requests()), 2);
     host.stop().await;
     tokio::task::spawn_blocking(move || agent_host::telemetry::shutdown_tracing(Some(provider)))
         .await
