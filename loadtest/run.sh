@@ -110,32 +110,27 @@ pid_of() {
   for i in "${!NAMES[@]}"; do [[ ${NAMES[i]} == "$1" ]] && echo "${PIDS[i]}"; done
 }
 
-# wait_http NAME URL: polls URL until it answers 2xx (30 s at most).
-wait_http() {
-  local name=$1 url=$2
+# wait_until NAME WHAT CMD...: runs CMD every 0.1 s until it succeeds (30 s at
+# most), giving up early if NAME's process has exited.
+wait_until() {
+  local name=$1 what=$2
+  shift 2
   for _ in $(seq 300); do
-    if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then return 0; fi
+    "$@" 2>/dev/null && return 0
     if ! kill -0 "$(pid_of "$name")" 2>/dev/null; then break; fi
     sleep 0.1
   done
-  log "$name did not become ready at $url; last log lines:"
+  log "$name: $what did not happen; last log lines:"
   tail -n 20 "$OUT/$name.log" >&2 || true
   exit 1
 }
 
-# wait_log NAME TEXT: waits until NAME's log contains TEXT (30 s at most); the
-# stubs' latency applies to every route, so their readiness is read from the log.
-wait_log() {
-  local name=$1 text=$2
-  for _ in $(seq 300); do
-    grep -qF "$text" "$OUT/$name.log" 2>/dev/null && return 0
-    if ! kill -0 "$(pid_of "$name")" 2>/dev/null; then break; fi
-    sleep 0.1
-  done
-  log "$name did not start; last log lines:"
-  tail -n 20 "$OUT/$name.log" >&2 || true
-  exit 1
-}
+# wait_http NAME URL: until URL answers 2xx.
+wait_http() { wait_until "$1" "ready at $2" curl -fsS -o /dev/null --max-time 2 "$2"; }
+
+# wait_log NAME TEXT: until NAME's log contains TEXT; the stubs' latency applies
+# to every route, so their readiness is read from the log.
+wait_log() { wait_until "$1" "log line \"$2\"" grep -qF "$2" "$OUT/$1.log"; }
 
 # free_ports N: N distinct free loopback ports.
 free_ports() {

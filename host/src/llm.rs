@@ -173,10 +173,6 @@ impl OpenAiModel {
             metrics,
         })
     }
-
-    fn build<'a>(&'a self, request: &ModelRequest<'a>) -> WireRequest<'a> {
-        wire_request(&self.model, request)
-    }
 }
 
 /// The request body, borrowing everything: the conversation is not copied
@@ -342,7 +338,7 @@ impl ChatModel for OpenAiModel {
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        let body = self.build(&request);
+        let body = wire_request(&self.model, &request);
         let started = Instant::now();
         let chat = self
             .client

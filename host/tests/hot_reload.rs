@@ -165,15 +165,7 @@ async fn a_truncated_file_is_refused_and_the_old_version_keeps_serving() {
     let (s, body) = host.chat(&token, prompt("#call echo {}")).await;
     assert_eq!(s, 200);
     assert_eq!(echoed_version(&body), Some(1));
-    let metrics = host
-        .http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics_text().await;
     assert!(
         metrics.contains("agents_plugin_reloads_total{outcome=\"refused\"} 1"),
         "{metrics}"

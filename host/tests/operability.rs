@@ -10,17 +10,6 @@ use common::redis_server::RedisServer;
 use common::*;
 use serde_json::json;
 
-async fn metrics_text(host: &Host) -> String {
-    host.http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn metric_value(text: &str, prefix: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(prefix))
@@ -32,14 +21,14 @@ fn metric_value(text: &str, prefix: &str) -> f64 {
 async fn metrics_move_after_a_chat_and_pass_promtool() {
     let stack = Stack::new().await;
     let host = stack.start().await;
-    let before = metrics_text(&host).await;
+    let before = host.metrics_text().await;
     assert_eq!(metric_value(&before, "agents_chat_requests_total"), 0.0);
     let (s, _) = host
         .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
         .await;
     assert_eq!(s, 200);
     host.chat_full(None, prompt("no token")).await;
-    let text = metrics_text(&host).await;
+    let text = host.metrics_text().await;
     for name in [
         "agents_chat_requests_total{agent_id=\"default-agent\",status=\"success\"} 1",
         "agents_chat_requests_total{agent_id=\"default-agent\",status=\"error_auth\"} 1",
@@ -255,7 +244,7 @@ async fn rate_limit_is_shared_by_instances_through_redis() {
     for _ in 0..20 {
         assert_eq!(a.get("/health", None).await.0, 200);
     }
-    let m = metrics_text(&a).await;
+    let m = a.metrics_text().await;
     assert!(
         m.contains("agents_rate_limited_total{scope=\"user\"}"),
         "{m}"

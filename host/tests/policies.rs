@@ -163,15 +163,7 @@ async fn each_policy_runs_only_on_the_hooks_it_declares() {
     assert_eq!(hooks_of("answer-guard"), json!(["answer"]));
 
     // One chat with one tool call: each policy ran once, on its own hook.
-    let metrics = host
-        .http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics_text().await;
     let ran: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("agents_policy_decisions_total{"))
@@ -269,5 +261,4 @@ async fn a_failing_policy_fails_closed() {
         b["message"].as_str().unwrap().contains("could not run"),
         "{b}"
     );
-    let _ = json!({});
 }

@@ -70,8 +70,6 @@ async fn expiry_is_set_refreshed_and_enforced() {
     host.chat(&token, prompt_in("again", "ttl-1")).await;
     let refreshed: i64 = c.pttl(key).await.unwrap();
     assert!(refreshed > 1000, "refreshed each turn: {refreshed}");
-    let (_, m) = host.get("/metrics", None).await;
-    let _ = m;
 
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let exists: bool = c.exists(key).await.unwrap();
@@ -171,29 +169,13 @@ async fn active_count_uses_the_expiry_index() {
     for i in 0..3 {
         host.chat(&token, prompt_in("hi", &format!("c{i}"))).await;
     }
-    let metrics = host
-        .http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics_text().await;
     assert!(
         metrics.contains("agents_active_conversations 3"),
         "{metrics}"
     );
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let metrics = host
-        .http
-        .get(host.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = host.metrics_text().await;
     assert!(
         metrics.contains("agents_active_conversations 0"),
         "expired ones drop out"

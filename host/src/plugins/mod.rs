@@ -20,8 +20,8 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store};
 
 use crate::backend::Backend;
 use crate::config::PluginLimits;
@@ -206,11 +206,7 @@ impl Hook<'_> {
     }
 
     fn name(&self) -> &'static str {
-        match self {
-            Hook::Request { .. } => "request",
-            Hook::ToolCall { .. } => "tool_call",
-            Hook::Answer { .. } => "answer",
-        }
+        hook_name(self.wit())
     }
 }
 
@@ -492,12 +488,15 @@ impl PluginHost {
         })
     }
 
-    async fn describe(
+    /// One call into a plugin while loading it, in a fresh store under its
+    /// limits; `what` names the export in the error.
+    async fn call_at_load<T>(
         &self,
         name: &Arc<str>,
         manifest: &Arc<Manifest>,
-        pre: &ToolPluginPre<State>,
-    ) -> Result<Vec<ToolInfo>, String> {
+        what: &str,
+        call: impl AsyncFnOnce(&mut Store<State>) -> wasmtime::Result<T>,
+    ) -> Result<T, String> {
         let mut store = runtime::store(
             &self.engine,
             name.clone(),
@@ -506,23 +505,34 @@ impl PluginHost {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.atlas_agent_tool().call_describe(&mut store).await
-        };
-        let specs =
-            match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
-                Err(_) => return Err("describe() did not return in time".into()),
-                Ok(Err(e)) => {
-                    let fault = runtime::classify(&e, store.data());
-                    return Err(format!(
-                        "describe() failed ({}): {}",
-                        fault.as_str(),
-                        root_cause(&e)
-                    ));
-                }
-                Ok(Ok(specs)) => specs,
-            };
+        let deadline = manifest.limits.timeout + runtime::TICK * 10;
+        let result = tokio::time::timeout(deadline, call(&mut store)).await;
+        match result {
+            Err(_) => Err(format!("{what} did not return in time")),
+            Ok(Err(e)) => {
+                let fault = runtime::classify(&e, store.data());
+                Err(format!(
+                    "{what} failed ({}): {}",
+                    fault.as_str(),
+                    root_cause(&e)
+                ))
+            }
+            Ok(Ok(value)) => Ok(value),
+        }
+    }
+
+    async fn describe(
+        &self,
+        name: &Arc<str>,
+        manifest: &Arc<Manifest>,
+        pre: &ToolPluginPre<State>,
+    ) -> Result<Vec<ToolInfo>, String> {
+        let specs = self
+            .call_at_load(name, manifest, "describe()", async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.atlas_agent_tool().call_describe(store).await
+            })
+            .await?;
         if specs.is_empty() {
             return Err("describe() offers no tools".into());
         }
@@ -562,31 +572,13 @@ impl PluginHost {
         manifest: &Arc<Manifest>,
         pre: &PolicyPluginPre<State>,
     ) -> Result<Vec<WitHook>, HooksError> {
-        let mut store = runtime::store(
-            &self.engine,
-            name.clone(),
-            manifest.clone(),
-            self.backend.clone(),
-            None,
-        )
-        .map_err(|e| HooksError::Failed(e.to_string()))?;
-        let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.atlas_agent_policy().call_hooks(&mut store).await
-        };
-        let declared =
-            match tokio::time::timeout(manifest.limits.timeout + runtime::TICK * 10, call).await {
-                Err(_) => return Err(HooksError::Failed("hooks() did not return in time".into())),
-                Ok(Err(e)) => {
-                    let fault = runtime::classify(&e, store.data());
-                    return Err(HooksError::Failed(format!(
-                        "hooks() failed ({}): {}",
-                        fault.as_str(),
-                        root_cause(&e)
-                    )));
-                }
-                Ok(Ok(h)) => h,
-            };
+        let declared = self
+            .call_at_load(name, manifest, "hooks()", async |store| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance.atlas_agent_policy().call_hooks(store).await
+            })
+            .await
+            .map_err(HooksError::Failed)?;
         let mut hooks: Vec<WitHook> = Vec::with_capacity(3);
         for h in declared {
             if !hooks.contains(&h) {

@@ -182,6 +182,18 @@ impl Host {
         (status, headers, json)
     }
 
+    /// The `/metrics` exposition as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(self.url(path));
         if let Some(t) = token {
