@@ -279,3 +279,40 @@ async fn busy_connections_are_not_pinged_and_idle_ones_are() {
     assert!(command_calls(&mut c, "ping").await > pings);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_left_waiting_by_a_timeout_is_not_reused() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack.set("REDIS_TIMEOUT_MS", "300");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    assert_eq!(host.chat(&token, prompt_in("hello", "w-1")).await.0, 200);
+    let mut c = redis.client().await;
+    let connections = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(c)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = connections(&mut c).await;
+
+    // Redis stops answering: the host's commands time out and are abandoned
+    // with their answers still owed on the connection.
+    redis.pause();
+    let _ = host.chat(&token, prompt_in("stalled", "w-2")).await;
+    redis.resume();
+
+    // That connection is not handed out again: the host opens a new one.
+    assert_eq!(host.chat(&token, prompt_in("after", "w-3")).await.0, 200);
+    assert!(connections(&mut c).await > before);
+    host.stop().await;
+}
