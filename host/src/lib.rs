@@ -12,8 +12,10 @@
 //! - `ratelimit`: per-user limits, shared through Redis
 //! - `backend`: the Atlas HTTP client
 //! - `telemetry`: logs and metrics
+//! - `alloc`: glibc malloc tuning
 
 pub mod agent;
+pub mod alloc;
 pub mod backend;
 pub mod config;
 pub mod error;

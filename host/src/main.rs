@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use agent_host::config::Config;
 
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    agent_host::alloc::limit_malloc_arenas();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,27 +18,6 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
-
-/// glibc gives threads that allocate at the same time their own arenas, up
-/// to eight per core, and memory freed in one arena is not reused by another.
-/// In the load runs that fragmentation was a fifth of the host's peak RSS;
-/// one arena per core kept the peak at 100 concurrent chats 17 MB lower at
-/// no CPU cost (loadtest/RESULTS.md). `MALLOC_ARENA_MAX`, when set, wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-        return;
-    }
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    // SAFETY: runs before any other thread exists; mallopt only sets a
-    // malloc tunable and reports failure by its return value.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, cores.min(64) as libc::c_int);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
 
 async fn serve() -> std::process::ExitCode {
     let config = match Config::from_env() {

@@ -417,6 +417,11 @@ impl PluginHost {
                 .collect(),
         ));
         self.current.store(Arc::new(next));
+        if !report.loaded.is_empty() {
+            // Return what the compiler freed. Blocking but short; a failed
+            // join only means the memory stays mapped.
+            let _ = tokio::task::spawn_blocking(crate::alloc::release_free_memory).await;
+        }
         report
     }
 
