@@ -32,6 +32,10 @@
 #                      write the hottest symbols to perf-report.txt; dwarf = the
 #                      same with call graphs (perf-children.txt: inclusive time).
 #                      Adds overhead: do not compare its CPU figures with others.
+#   PIN                1 = pin the host(s) to the last CPU and Redis, the stubs
+#                      and k6 to the others (taskset), so the host's CPU per chat
+#                      is measured without sharing a core's caches with the load
+#                      generator; needs 2+ CPUs. Default 0: no pinning.
 #   K6_ARGS            extra words for `k6 run` (e.g. "--vus 5 --duration 20s" to
 #                      shorten the staged profile for a smoke test)
 #
@@ -57,6 +61,7 @@ PLUGINS_FROM=${PLUGINS_FROM:-target/plugins}
 HOST_EXTRA_ENV=${HOST_EXTRA_ENV:-}
 K6_ARGS=${K6_ARGS:-}
 PERF=${PERF:-0}
+PIN=${PIN:-0}
 
 case "$PROFILE" in local | staged) ;; *) echo "PROFILE must be local or staged" >&2; exit 2 ;; esac
 case "$HOSTS" in 1 | 2) ;; *) echo "HOSTS must be 1 or 2" >&2; exit 2 ;; esac
@@ -96,10 +101,25 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # start NAME CMD...: runs CMD in the background, output to $OUT/NAME.log.
+# With PIN=1 the hosts run on the last CPU and everything else on the rest.
+pin_host=()
+pin_rest=()
+if [[ $PIN == 1 ]]; then
+  ncpu=$(nproc)
+  if ((ncpu < 2)); then
+    echo "PIN=1 needs at least 2 CPUs" >&2
+    exit 2
+  fi
+  pin_host=(taskset -c "$((ncpu - 1))")
+  pin_rest=(taskset -c "0-$((ncpu - 2))")
+fi
+
 start() {
   local name=$1
   shift
-  "$@" >"$OUT/$name.log" 2>&1 &
+  local pin=("${pin_rest[@]}")
+  [[ $name == host* ]] && pin=("${pin_host[@]}")
+  "${pin[@]}" "$@" >"$OUT/$name.log" 2>&1 &
   PIDS+=("$!")
   NAMES+=("$name")
   log "started $name (pid $!)"
@@ -314,7 +334,7 @@ fi
 k6_rc=0
 BASE_URLS=$base_urls TOKENS=$TOKENS VUS=$VUS DURATION=$DURATION SUMMARY_PATH=$OUT/summary.json \
   RUN_TAG="r$stamp" K6_NO_USAGE_REPORT=true \
-  timeout --signal=INT --kill-after=30 "$limit" "${timer[@]}" "$K6" "${k6_args[@]}" \
+  "${pin_rest[@]}" timeout --signal=INT --kill-after=30 "$limit" "${timer[@]}" "$K6" "${k6_args[@]}" \
   2>"$OUT/k6.log" | tee "$OUT/k6.out" || k6_rc=$?
 snapshot after
 if [[ -n $perf_pid ]]; then
@@ -343,6 +363,7 @@ fi
   echo "agent-host sha256 $(sha256sum "$BIN/agent-host" | cut -d' ' -f1)"
   if [[ $PROFILE == local ]]; then echo "profile local vus $VUS duration $DURATION"; else echo "profile staged"; fi
   [[ -n $K6_ARGS ]] && echo "k6 args $K6_ARGS"
+  [[ $PIN == 1 ]] && echo "pinned: hosts on ${pin_host[*]:2}, the rest on ${pin_rest[*]:2}"
   echo "hosts $HOSTS model_latency_ms $MODEL_LATENCY_MS backend_latency_ms $BACKEND_LATENCY_MS redis $REDIS users ${#users[@]}"
   echo "cpus $(nproc) clk_tck $(getconf CLK_TCK)"
   (cd "$OUT/plugins" && sha256sum -- *.wasm | sed 's/^/plugin /')
