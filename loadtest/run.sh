@@ -65,6 +65,7 @@ PIN=${PIN:-0}
 
 case "$PROFILE" in local | staged) ;; *) echo "PROFILE must be local or staged" >&2; exit 2 ;; esac
 case "$HOSTS" in 1 | 2) ;; *) echo "HOSTS must be 1 or 2" >&2; exit 2 ;; esac
+case "$PIN" in 0 | 1) ;; *) echo "PIN must be 0 or 1" >&2; exit 2 ;; esac
 
 stamp=$(date +%Y%m%d-%H%M%S)
 if [[ $PROFILE == local ]]; then label="local-${VUS}vu-${DURATION}"; else label=staged; fi
@@ -100,7 +101,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start NAME CMD...: runs CMD in the background, output to $OUT/NAME.log.
 # With PIN=1 the hosts run on the last CPU and everything else on the rest.
 pin_host=()
 pin_rest=()
@@ -114,6 +114,7 @@ if [[ $PIN == 1 ]]; then
   pin_rest=(taskset -c "0-$((ncpu - 2))")
 fi
 
+# start NAME CMD...: runs CMD in the background, output to $OUT/NAME.log.
 start() {
   local name=$1
   shift

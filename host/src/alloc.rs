@@ -26,8 +26,8 @@ pub fn limit_malloc_arenas() {}
 /// Hands the free pages of every malloc arena back to the kernel. Compiling
 /// plugins with Cranelift allocates several MB that are freed when it ends,
 /// but glibc keeps freed memory below the top of a heap mapped: without this
-/// the host kept about 10 MB it no longer used after every (re)load. Takes a
-/// few milliseconds and the arena locks, so it runs only after a compile.
+/// the host kept about 10 MB it no longer used after every (re)load. It walks
+/// every arena under its lock, so it runs only after a compile.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
