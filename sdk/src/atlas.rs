@@ -270,6 +270,15 @@ pub struct SearchPage {
 }
 
 impl SearchPage {
+    /// A search answer given as text (see [`search_work_orders_text`]).
+    pub fn parse(text: &str) -> Result<Self, ToolError> {
+        serde_json::from_str(text)
+            .map(Self::from_value)
+            .map_err(|e| {
+                ToolError::Backend(format!("unexpected answer from the Atlas backend: {e}"))
+            })
+    }
+
     fn from_value(v: Value) -> Self {
         match v {
             Value::Array(results) => Self {
@@ -398,6 +407,17 @@ pub fn search_work_orders(query: &WorkOrderSearch) -> Result<SearchPage, ToolErr
     .map(SearchPage::from_value)
 }
 
+/// [`search_work_orders`], with the answer as text for a plugin's own
+/// parsing (see [`call_text`]); [`SearchPage::parse`] reads it as `Value`s.
+pub fn search_work_orders_text(query: &WorkOrderSearch) -> Result<String, ToolError> {
+    let body = to_value(query)?;
+    call_text(
+        Method::Post,
+        &tool_path(&["work-orders", "search"]),
+        Some(&body),
+    )
+}
+
 /// `POST /api/agent/tools/work-orders/{id}/details` with body `{}`.
 pub fn work_order_details(id: &WorkOrderRef) -> Result<Value, ToolError> {
     call(
@@ -452,6 +472,54 @@ pub fn update_work_order(
 pub fn call(method: Method, path: &[&str], body: Option<&Value>) -> Result<Value, ToolError> {
     let response = backend::request(method, path, body).map_err(from_backend_error)?;
     from_response(response)
+}
+
+/// Like [`call`], but a successful answer comes back as text, for a plugin
+/// that parses it into its own (borrowing) types instead of a `Value`, which
+/// is several times slower to build for a list of records. The same answers
+/// are errors: a failed status, and an object with `"success": false`. An
+/// empty 2xx body reads as `null`; other text is not checked here, so the
+/// caller's parse reports invalid JSON.
+pub fn call_text(method: Method, path: &[&str], body: Option<&Value>) -> Result<String, ToolError> {
+    /// The only fields of an answer that decide whether it is a failure.
+    #[derive(Deserialize)]
+    struct Outcome {
+        success: Option<Value>,
+        message: Option<Value>,
+        error: Option<Value>,
+    }
+    let response = backend::request(method, path, body).map_err(from_backend_error)?;
+    if !response.is_success() {
+        return Err(from_response(response).expect_err("a failed status is an error"));
+    }
+    let text = response.body.trim_start();
+    if text.is_empty() {
+        return Ok("null".into());
+    }
+    if text.starts_with('{') {
+        match serde_json::from_str::<Outcome>(text) {
+            Ok(o) if o.success == Some(Value::Bool(false)) => {
+                return Err(ToolError::Backend(
+                    o.message
+                        .as_ref()
+                        .or(o.error.as_ref())
+                        .and_then(Value::as_str)
+                        .map(short)
+                        .unwrap_or_else(|| "the Atlas backend reported a failure".into()),
+                ));
+            }
+            Ok(_) => {}
+            // Invalid JSON, or a shape the small struct cannot take
+            // (a repeated key): judge it exactly as `call` does.
+            Err(_) => {
+                from_response(Response {
+                    status: response.status,
+                    body: response.body.clone(),
+                })?;
+            }
+        }
+    }
+    Ok(response.body)
 }
 
 /// Call an endpoint and deserialize its JSON answer into `T`.

@@ -25,8 +25,15 @@ const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// less: 512 KiB measured as fast as 1 MiB with the scan in the invocation
 /// benchmark (docs/performance.md).
 const KEEP_RESIDENT_BYTES_NO_SCAN: usize = 512 << 10;
-/// Warm idle slots beyond which new instances reuse warm slots, not cold ones.
-const WARM_SLOTS: u32 = 4;
+/// Warm idle slots, per shard of the pool, beyond which new instances reuse
+/// warm slots rather than cold ones. wasmtime splits the pool (and this
+/// budget) into one shard per CPU, up to 16, and a thread allocates from its
+/// own shard; a shard needs about one warm slot per plugin it runs, or the
+/// plugins take each other's slots and every instantiation maps its plugin's
+/// memory image again (an mmap with a TLB shootdown, then copy-on-write
+/// faults): with 4 slots in all, three policies called in turn cost five
+/// times as much (docs/performance.md).
+const WARM_SLOTS_PER_SHARD: u32 = 4;
 
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
 /// when the engine is dropped.
@@ -66,8 +73,9 @@ pub fn engine() -> anyhow::Result<Engine> {
         // used first), and once this many idle slots are warm it reuses warm
         // slots of other plugins rather than touching cold ones: the set of
         // slots ever used, and so the resident memory, follows the peak
-        // number of concurrent calls rather than the pool size.
-        .max_unused_warm_slots(WARM_SLOTS);
+        // number of concurrent calls (plus these warm slots) rather than the
+        // pool size.
+        .max_unused_warm_slots(WARM_SLOTS_PER_SHARD * pool_shards());
     cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&cfg)?;
     let weak = engine.weak();
@@ -81,6 +89,11 @@ pub fn engine() -> anyhow::Result<Engine> {
             }
         })?;
     Ok(engine)
+}
+
+/// The number of shards wasmtime's pool uses: one per CPU, at most 16.
+fn pool_shards() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)
 }
 
 /// Memory cap that remembers it was hit, so the failure can be named.

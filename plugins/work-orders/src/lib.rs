@@ -1,8 +1,12 @@
 //! Work order tools: list, details, create and update, on the Atlas agent
 //! tool endpoints with the user's own permissions.
 
-use atlas_agent_sdk::atlas::{self, WorkOrderFields, WorkOrderRef, WorkOrderSearch, one_or_many};
+use atlas_agent_sdk::atlas::{
+    self, SearchPage, WorkOrderFields, WorkOrderRef, WorkOrderSearch, one_or_many,
+};
 use atlas_agent_sdk::prelude::*;
+
+mod listing;
 
 /// Results returned when the model gives no limit.
 const DEFAULT_LIMIT: u32 = 5;
@@ -143,21 +147,36 @@ pub fn view_work_orders(ctx: &Context, args: ViewWorkOrdersArgs) -> Result<Outpu
             .map(atlas::normalize_sort_direction)
             .transpose()?,
     };
-    let page = atlas::search_work_orders(&query)?;
+    let text = atlas::search_work_orders_text(&query)?;
+    if let Some(listing) = listing::summarize(&text, limit as usize) {
+        let count = listing.items.len();
+        return Ok(Output::json(&listing).with_count(count));
+    }
+    // An answer the borrowing parse does not take (a repeated key, say): the
+    // same summary through `Value`s.
+    let (listing, count) = listing_by_value(&text, limit as usize)?;
+    Ok(Output::json(&listing).with_count(count))
+}
+
+/// The work order list built with `Value`s, and how many items it has.
+fn listing_by_value(text: &str, limit: usize) -> Result<(Value, usize), ToolError> {
+    let page = SearchPage::parse(text)?;
     let items: Vec<Value> = page
         .results
         .iter()
         .filter_map(summarize)
-        .take(limit as usize)
+        .take(limit)
         .collect();
     let total = page.total.unwrap_or(items.len() as u64);
-    Ok(
-        Output::json(&json!({ "type": "work_orders", "total": total, "items": items }))
-            .with_count(items.len()),
-    )
+    let count = items.len();
+    Ok((
+        json!({ "type": "work_orders", "total": total, "items": items }),
+        count,
+    ))
 }
 
 /// The fields the model sees per work order (the backend sends more).
+/// `listing` builds the same JSON without `Value`s; keep the two in step.
 fn summarize(wo: &Value) -> Option<Value> {
     let o = wo.as_object()?;
     let text = |k: &str| o.get(k).filter(|v| !v.is_null() && v.as_str() != Some(""));

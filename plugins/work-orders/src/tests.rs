@@ -463,3 +463,105 @@ fn update_needs_something_to_change() {
     assert_eq!(out.json()["updatedFields"], json!([]));
     assert_eq!(out.json()["message"], "Work order updated successfully");
 }
+
+/// Answers the backend might send, odd ones included: both ways of building
+/// the list must give the same JSON, and the borrowing one must take them.
+#[test]
+fn borrowing_listing_matches_the_value_one() {
+    let answers = [
+        search_reply().to_string(),
+        // Pretty-printed, with escapes and a list at the top level.
+        serde_json::to_string_pretty(&search_reply()["results"]).unwrap(),
+        r#"[{"id":7,"code":"","customId":"C-7","title":"","description":"","asset":{"customId":"A\"1"}},
+            {"id":8,"code":null,"asset":{"name":null,"customId":"X"}},
+            {"asset":{"id":1}}, 5, "text", null, {"id":9,"asset":[1,2]}]"#
+            .to_string(),
+        r#"{"results":[{"id":1,"title":"\u00e9t\u00e9"}],"total":"12"}"#.to_string(),
+        r#"{"results":{"id":1},"total":3}"#.to_string(),
+        r#"{"total":-1}"#.to_string(),
+        r#"{"results":[],"total":1e3}"#.to_string(),
+        "null".to_string(),
+        "17".to_string(),
+    ];
+    for answer in &answers {
+        for limit in [1, 2, 5, 50] {
+            let fast = super::listing::summarize(answer, limit)
+                .unwrap_or_else(|| panic!("borrowing parse refused {answer}"));
+            let fast_count = fast.items.len();
+            let fast = serde_json::to_value(&fast).unwrap();
+            let (slow, slow_count) = super::listing_by_value(answer, limit).unwrap();
+            assert_eq!(fast, slow, "answer {answer}, limit {limit}");
+            assert_eq!(fast_count, slow_count);
+        }
+    }
+}
+
+#[test]
+fn listing_falls_back_to_values_for_repeated_keys_and_reports_bad_json() {
+    // serde's derived structs refuse a repeated key; `Value` keeps the last.
+    let repeated = r#"{"results":[{"id":1,"id":2,"title":"T"}],"total":1}"#;
+    assert!(super::listing::summarize(repeated, 5).is_none());
+    let h = harness().on(
+        Method::Post,
+        "/api/agent/tools/work-orders/search",
+        move |_| (200, repeated),
+    );
+    let out = h.invoke("view_work_orders", json!({})).unwrap();
+    assert_eq!(out.json()["items"][0]["id"], 2);
+    assert_eq!(out.result_count, Some(1));
+    // Invalid JSON from the backend is a backend error naming the problem.
+    assert!(super::listing::summarize("[{", 5).is_none());
+    let h = harness().on(Method::Post, "/api/agent/tools/work-orders/search", |_| {
+        (200, "[{\"id\":")
+    });
+    let err = h.invoke("view_work_orders", json!({})).unwrap_err();
+    assert!(
+        matches!(&err, ToolError::Backend(m) if m.contains("unexpected answer")),
+        "{err:?}"
+    );
+}
+
+/// The search reads its answer as text (`call_text`); failures must still be
+/// mapped as every other call maps them.
+#[test]
+fn search_failures_are_mapped_like_other_calls() {
+    let search = |status: u16, body: &'static str| {
+        harness()
+            .on(
+                Method::Post,
+                "/api/agent/tools/work-orders/search",
+                move |_| (status, body),
+            )
+            .invoke("view_work_orders", json!({}))
+    };
+    assert_eq!(
+        search(200, r#"{"success":false,"message":"Search is down"}"#),
+        Err(ToolError::Backend("Search is down".into()))
+    );
+    assert_eq!(
+        search(200, r#" {"success":false,"error":"No index"}"#),
+        Err(ToolError::Backend("No index".into()))
+    );
+    assert_eq!(
+        search(200, r#"{"success":false}"#),
+        Err(ToolError::Backend(
+            "the Atlas backend reported a failure".into()
+        ))
+    );
+    assert_eq!(
+        search(403, r#"{"success":false,"message":"Access denied"}"#),
+        Err(ToolError::Forbidden("Access denied".into()))
+    );
+    assert!(matches!(
+        search(200, r#"{"success":false,"message":"x","#),
+        Err(ToolError::Backend(m)) if m.contains("invalid JSON")
+    ));
+    // An empty answer is an empty list; `"success": true` is an answer.
+    let empty = search(200, "").unwrap();
+    assert_eq!(
+        empty.json(),
+        json!({ "type": "work_orders", "total": 0, "items": [] })
+    );
+    let ok = search(200, r#"{"success":true,"results":[{"id":4}],"total":1}"#).unwrap();
+    assert_eq!(ok.json()["items"][0]["code"], 4);
+}

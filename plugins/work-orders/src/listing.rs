@@ -1,0 +1,161 @@
+//! The work order list the model sees, read straight from the backend's
+//! answer: each field the summary keeps is borrowed as raw JSON text and
+//! written back unchanged, and everything else is skipped, so no `Value`
+//! tree is built for records the summary mostly throws away. In the host
+//! this made a `view_work_orders` call much cheaper (docs/performance.md).
+//!
+//! The output is the JSON value that `summarize` in `lib.rs` builds, keys in
+//! the same (sorted) order; only string escapes are kept as the backend wrote
+//! them. The tests check that both paths agree.
+
+use serde::de::{Deserializer, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+#[derive(Serialize)]
+pub struct Listing<'a> {
+    pub items: Vec<Summary<'a>>,
+    pub total: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// One work order for the model; keys in sorted order, as `json!` writes them.
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    #[serde(borrow)]
+    asset: Option<&'a RawValue>,
+    code: Option<&'a RawValue>,
+    #[serde(rename = "dueDate")]
+    due_date: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    priority: Option<&'a RawValue>,
+    status: Option<&'a RawValue>,
+    title: Title<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Title<'a> {
+    Given(&'a RawValue),
+    Default(&'static str),
+}
+
+/// A present key keeps its raw value, `null` included (`Option<&RawValue>`
+/// alone would turn `null` into an absent key).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkOrderIn<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    code: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    custom_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    title: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    description: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    priority: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    status: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    due_date: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    asset: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssetIn<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    custom_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct PageIn<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    results: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    total: Option<&'a RawValue>,
+}
+
+/// Shown to the model: present, not `null` and not `""`.
+fn text(v: Option<&RawValue>) -> Option<&RawValue> {
+    v.filter(|r| !matches!(r.get(), "null" | "\"\""))
+}
+
+fn is_object(r: &RawValue) -> bool {
+    r.get().starts_with('{')
+}
+
+fn summary(raw: &RawValue) -> Option<Result<Summary<'_>, serde_json::Error>> {
+    if !is_object(raw) {
+        return None; // not a record: skipped, as `summarize` skips it
+    }
+    let wo: WorkOrderIn<'_> = match serde_json::from_str(raw.get()) {
+        Ok(wo) => wo,
+        Err(e) => return Some(Err(e)),
+    };
+    let asset = match wo.asset {
+        Some(a) if is_object(a) => match serde_json::from_str::<AssetIn<'_>>(a.get()) {
+            Ok(a) => a.name.or(a.custom_id),
+            Err(e) => return Some(Err(e)),
+        },
+        Some(a) if a.get() == "null" => None,
+        other => other,
+    };
+    Some(Ok(Summary {
+        asset,
+        code: text(wo.code).or(text(wo.custom_id)).or(wo.id),
+        due_date: wo.due_date,
+        id: wo.id,
+        priority: wo.priority,
+        status: wo.status,
+        title: match text(wo.title).or(text(wo.description)) {
+            Some(t) => Title::Given(t),
+            None => Title::Default("Work order"),
+        },
+    }))
+}
+
+/// The first `limit` work orders of a search answer (a list, or an object
+/// with `results` and `total`). `None` if the answer does not parse this way;
+/// the caller then takes the `Value` path, which reports what is wrong.
+pub fn summarize(answer: &str, limit: usize) -> Option<Listing<'_>> {
+    let (results, total): (Vec<&RawValue>, Option<u64>) = match answer.trim_start().as_bytes() {
+        [b'[', ..] => (serde_json::from_str(answer).ok()?, None),
+        [b'{', ..] => {
+            let page: PageIn<'_> = serde_json::from_str(answer).ok()?;
+            let results = match page.results {
+                Some(r) if r.get().starts_with('[') => serde_json::from_str(r.get()).ok()?,
+                _ => Vec::new(),
+            };
+            (results, page.total.and_then(|t| t.get().parse().ok()))
+        }
+        _ => {
+            // Any other JSON value has no results; invalid JSON goes the slow
+            // way, which names the error.
+            serde_json::from_str::<IgnoredAny>(answer).ok()?;
+            (Vec::new(), None)
+        }
+    };
+    let items: Vec<Summary<'_>> = results
+        .iter()
+        .filter_map(|r| summary(r))
+        .take(limit)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(Listing {
+        total: total.unwrap_or(items.len() as u64),
+        items,
+        kind: "work_orders",
+    })
+}
