@@ -475,8 +475,8 @@ pub fn call(method: Method, path: &[&str], body: Option<&Value>) -> Result<Value
 }
 
 /// Like [`call`], but a successful answer comes back as text, for a plugin
-/// that parses it into its own (borrowing) types instead of a `Value`, which
-/// is several times slower to build for a list of records. The same answers
+/// that parses it into its own (borrowing) types instead of a `Value` tree,
+/// whose allocations dominate a list tool's own work. The same answers
 /// are errors: a failed status, and an object with `"success": false`. An
 /// empty 2xx body reads as `null`; other text is not checked here, so the
 /// caller's parse reports invalid JSON.

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config as EngineConfig, Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{self, BackendError, Level, Method, Response};
@@ -192,8 +192,20 @@ pub fn store(
     );
     store.limiter(|s| &mut s.limiter);
     store.set_fuel(fuel)?;
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(ticks);
+    // At every epoch tick a running guest hands its thread back to the
+    // runtime for a moment, so a plugin that computes for long stalls
+    // neither the other requests nor the health probes on that worker; after
+    // `ticks` ticks it is stopped with a timeout trap.
+    let mut left = ticks;
+    store.epoch_deadline_callback(move |_| {
+        left = left.saturating_sub(1);
+        Ok(if left == 0 {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        })
+    });
+    store.set_epoch_deadline(1);
     Ok(store)
 }
 

@@ -2,7 +2,8 @@
 //! answer: each field the summary keeps is borrowed as raw JSON text and
 //! written back unchanged, and everything else is skipped, so no `Value`
 //! tree is built for records the summary mostly throws away. In the host
-//! this made a `view_work_orders` call much cheaper (docs/performance.md).
+//! this halved the guest's share of a `view_work_orders` call
+//! (docs/performance.md).
 //!
 //! The output is the JSON value that `summarize` in `lib.rs` builds, keys in
 //! the same (sorted) order; only string escapes are kept as the backend wrote
