@@ -481,43 +481,30 @@ pub fn call(method: Method, path: &[&str], body: Option<&Value>) -> Result<Value
 /// empty 2xx body reads as `null`; other text is not checked here, so the
 /// caller's parse reports invalid JSON.
 pub fn call_text(method: Method, path: &[&str], body: Option<&Value>) -> Result<String, ToolError> {
-    /// The only fields of an answer that decide whether it is a failure.
+    /// The one field of an answer that makes a 2xx a failure.
     #[derive(Deserialize)]
     struct Outcome {
         success: Option<Value>,
-        message: Option<Value>,
-        error: Option<Value>,
     }
     let response = backend::request(method, path, body).map_err(from_backend_error)?;
-    if !response.is_success() {
-        return Err(from_response(response).expect_err("a failed status is an error"));
-    }
     let text = response.body.trim_start();
-    if text.is_empty() {
+    if text.is_empty() && response.is_success() {
         return Ok("null".into());
     }
-    if text.starts_with('{') {
-        match serde_json::from_str::<Outcome>(text) {
-            Ok(o) if o.success == Some(Value::Bool(false)) => {
-                return Err(ToolError::Backend(
-                    o.message
-                        .as_ref()
-                        .or(o.error.as_ref())
-                        .and_then(Value::as_str)
-                        .map(short)
-                        .unwrap_or_else(|| "the Atlas backend reported a failure".into()),
-                ));
-            }
-            Ok(_) => {}
-            // Invalid JSON, or a shape the small struct cannot take
-            // (a repeated key): judge it exactly as `call` does.
-            Err(_) => {
-                from_response(Response {
-                    status: response.status,
-                    body: response.body.clone(),
-                })?;
-            }
-        }
+    let judge_fully = !response.is_success()
+        || (text.starts_with('{')
+            && match serde_json::from_str::<Outcome>(text) {
+                Ok(o) => o.success == Some(Value::Bool(false)),
+                // Invalid JSON, or a shape the small struct cannot take (a
+                // repeated key): judged exactly as `call` judges it.
+                Err(_) => true,
+            });
+    if judge_fully {
+        // Failures are rare: they are mapped exactly as `call` maps them.
+        return match from_response(response) {
+            Err(e) => Err(e),
+            Ok(value) => Ok(value.to_string()),
+        };
     }
     Ok(response.body)
 }

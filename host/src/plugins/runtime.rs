@@ -26,13 +26,14 @@ const KEEP_RESIDENT_BYTES: usize = 1 << 20;
 /// benchmark (docs/performance.md).
 const KEEP_RESIDENT_BYTES_NO_SCAN: usize = 512 << 10;
 /// Warm idle slots, per shard of the pool, beyond which new instances reuse
-/// warm slots rather than cold ones. wasmtime splits the pool (and this
-/// budget) into one shard per CPU, up to 16, and a thread allocates from its
-/// own shard; a shard needs about one warm slot per plugin it runs, or the
-/// plugins take each other's slots and every instantiation maps its plugin's
-/// memory image again (an mmap with a TLB shootdown, then copy-on-write
-/// faults): with 4 slots in all, three policies called in turn cost five
-/// times as much (docs/performance.md).
+/// warm slots rather than cold ones. wasmtime splits a pool of 128 slots or
+/// more (and this budget) into one shard per CPU, up to 16, and a thread
+/// allocates from its own shard. A shard needs a warm slot for each plugin
+/// that a chat runs in turn (four with the shipped set: a tool and three
+/// policies), or the plugins take each other's slots and an instantiation
+/// maps its plugin's memory image again (an mmap with a TLB shootdown, then
+/// copy-on-write faults): with 4 slots in all, three policies called in turn
+/// cost five to seven times as much (docs/performance.md).
 const WARM_SLOTS_PER_SHARD: u32 = 4;
 
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
@@ -91,7 +92,8 @@ pub fn engine() -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
-/// The number of shards wasmtime's pool uses: one per CPU, at most 16.
+/// The number of shards wasmtime's pool uses: one per CPU, at most 16 (for
+/// pools of 128 slots or more, as this one is).
 fn pool_shards() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)
 }
@@ -193,9 +195,11 @@ pub fn store(
     store.limiter(|s| &mut s.limiter);
     store.set_fuel(fuel)?;
     // At every epoch tick a running guest hands its thread back to the
-    // runtime for a moment, so a plugin that computes for long stalls
-    // neither the other requests nor the health probes on that worker; after
-    // `ticks` ticks it is stopped with a timeout trap.
+    // runtime for a moment, so a plugin that computes for long holds up the
+    // other requests and the health probes on that worker for one tick at a
+    // time. After `ticks` ticks of running it is stopped with a timeout trap;
+    // ticks spent waiting (on the backend, or to be scheduled again) are not
+    // counted here, and the callers' tokio timers bound the wall-clock time.
     let mut left = ticks;
     store.epoch_deadline_callback(move |_| {
         left = left.saturating_sub(1);

@@ -548,6 +548,13 @@ fn search_failures_are_mapped_like_other_calls() {
             "the Atlas backend reported a failure".into()
         ))
     );
+    // A `null` message is no message, and `error` is then not read (as in `call`).
+    assert_eq!(
+        search(200, r#"{"success":false,"message":null,"error":"boom"}"#),
+        Err(ToolError::Backend(
+            "the Atlas backend reported a failure".into()
+        ))
+    );
     assert_eq!(
         search(403, r#"{"success":false,"message":"Access denied"}"#),
         Err(ToolError::Forbidden("Access denied".into()))
@@ -564,4 +571,37 @@ fn search_failures_are_mapped_like_other_calls() {
     );
     let ok = search(200, r#"{"success":true,"results":[{"id":4}],"total":1}"#).unwrap();
     assert_eq!(ok.json()["items"][0]["code"], 4);
+}
+
+/// What a `Value` refuses (a lone surrogate, a number out of range, nesting
+/// beyond serde_json's limit), the borrowing path refuses too, even in fields
+/// it skips, and the tool reports a backend error naming it.
+#[test]
+fn answers_a_value_refuses_are_refused_by_both_paths() {
+    let deep = format!(
+        r#"[{{"id":1,"extra":{}1{}}}]"#,
+        "[".repeat(130),
+        "]".repeat(130)
+    );
+    let bad = [
+        r#"[{"id":1,"title":"T","notes":"\ud83d"}]"#.to_string(),
+        r#"[{"id":1,"title":"Pump \ud83d"}]"#.to_string(),
+        r#"{"results":[],"total":1e400}"#.to_string(),
+        "[1e400]".to_string(),
+        deep,
+    ];
+    for answer in bad {
+        assert!(
+            super::listing::summarize(&answer, 5).is_none(),
+            "borrowing path took {answer}"
+        );
+        assert!(super::listing_by_value(&answer, 5).is_err(), "{answer}");
+        let h = harness().on(
+            Method::Post,
+            "/api/agent/tools/work-orders/search",
+            move |_| (200, answer.clone()),
+        );
+        let err = h.invoke("view_work_orders", json!({})).unwrap_err();
+        assert!(matches!(&err, ToolError::Backend(_)), "{err:?}");
+    }
 }
