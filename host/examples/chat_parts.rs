@@ -37,6 +37,12 @@ use agent_host::sessions::{Bounds, Owner, RedisStore, SessionStore, redis_pool};
 use agent_host::telemetry::Metrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+// The tests' throwaway Redis; not every helper there is used here.
+#[allow(dead_code)]
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
+
 const PROMPT: &str = "Show me open work orders";
 const ANSWER: &str = "Here are your open work orders: WO000101, WO000102 and WO000103.";
 
@@ -215,19 +221,10 @@ async fn main() {
         plugin_dir.join("work-orders.wasm").exists(),
         "run `cargo xtask plugins` first"
     );
-    let (atlas_port, model_port, redis_port) = (free_port(), free_port(), free_port());
+    let redis = RedisServer::start();
+    let (atlas_port, model_port) = (free_port(), free_port());
     let spawn = |cmd: &mut Command| cmd.stdout(Stdio::null()).spawn().unwrap();
     let _children = Children(vec![
-        spawn(Command::new("redis-server").args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])),
         spawn(
             Command::new(bin.join("atlas-stub"))
                 .env("STUB_BIND", "127.0.0.1")
@@ -241,12 +238,12 @@ async fn main() {
                 .env("RUST_LOG", "warn"),
         ),
     ]);
-    for p in [atlas_port, model_port, redis_port] {
+    for p in [atlas_port, model_port] {
         wait_port(p);
     }
     let atlas = format!("http://127.0.0.1:{atlas_port}");
     let model_base = format!("http://127.0.0.1:{model_port}/v1");
-    let redis_url = format!("redis://127.0.0.1:{redis_port}/");
+    let redis_url = redis.url();
     let token = atlas_stubs::token::mint(
         atlas_stubs::token::DEFAULT_JWT_SECRET,
         atlas_stubs::atlas::TECHNICIAN,

@@ -274,9 +274,7 @@ impl SearchPage {
     pub fn parse(text: &str) -> Result<Self, ToolError> {
         serde_json::from_str(text)
             .map(Self::from_value)
-            .map_err(|e| {
-                ToolError::Backend(format!("unexpected answer from the Atlas backend: {e}"))
-            })
+            .map_err(unexpected_answer)
     }
 
     fn from_value(v: Value) -> Self {
@@ -515,8 +513,12 @@ pub fn call_as<T: DeserializeOwned>(
     path: &[&str],
     body: Option<&Value>,
 ) -> Result<T, ToolError> {
-    serde_json::from_value(call(method, path, body)?)
-        .map_err(|e| ToolError::Backend(format!("unexpected answer from the Atlas backend: {e}")))
+    serde_json::from_value(call(method, path, body)?).map_err(unexpected_answer)
+}
+
+/// An answer that is JSON but not of the expected shape.
+fn unexpected_answer(e: serde_json::Error) -> ToolError {
+    ToolError::Backend(format!("unexpected answer from the Atlas backend: {e}"))
 }
 
 /// Map a host refusal to a tool error.
