@@ -89,7 +89,7 @@ ENV PORT=4005 \
     LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 4005
-# SIGTERM starts the drain: readiness turns 503 and in-flight chats get
+# SIGTERM starts the drain: the listener closes and in-flight chats get
 # SHUTDOWN_GRACE_MS to finish.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \

@@ -26,9 +26,14 @@ pub struct ToolCallRecord {
     pub arguments: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_count: Option<u32>,
+    /// `success` or `error`, the contract's two values.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why a call that did not run was stopped, when a policy stopped it:
+    /// `denied` or `approval_required` (`error` says which policy and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     pub session_id: String,
 }
 
@@ -292,24 +297,31 @@ impl Agent {
             .unwrap_or(Value::String(c.arguments.clone()));
         let kind = self.plugins.tool_kind(&c.name);
         let logged = matches!(kind, Some(ToolKind::Read | ToolKind::Write));
-        let record = |status: &'static str, count: Option<u32>, error: Option<String>| {
+        // The record speaks the contract (`success`, or `error` with its
+        // text); the metrics keep the finer outcome.
+        let record = |outcome: &'static str, count: Option<u32>, error: Option<String>| {
             logged.then(|| ToolCallRecord {
                 tool_name: c.name.clone(),
                 arguments: arguments_value.clone(),
                 result_count: count,
-                status,
+                status: if outcome == "success" {
+                    "success"
+                } else {
+                    "error"
+                },
                 error,
+                outcome: matches!(outcome, "denied" | "approval_required").then_some(outcome),
                 session_id: call.session_id.to_string(),
             })
         };
-        let failed = |status: &'static str, kind: &str, message: String| {
+        let failed = |outcome: &'static str, kind: &str, message: String| {
             self.metrics
                 .tool_executions
-                .with_label_values(&[tool_label(&c.name, &self.plugins), status])
+                .with_label_values(&[tool_label(&c.name, &self.plugins), outcome])
                 .inc();
             ToolRun {
                 content: json!({ "error": kind, "message": message }).to_string(),
-                record: record(status, None, Some(message)),
+                record: record(outcome, None, Some(message)),
                 draft: None,
                 backend_time: Duration::ZERO,
             }
@@ -352,13 +364,12 @@ impl Agent {
                 .inc();
             let args: Value = serde_json::from_str(&arguments).unwrap_or(Value::Null);
             let summary = format!("Run {} (needs approval: {reason})", c.name);
+            let message = format!(
+                "Not executed. Policy {policy} requires the user's approval: {reason}. A draft was created for the user to confirm."
+            );
             return ToolRun {
-                content: json!({
-                    "status": "approval_required",
-                    "message": format!("Not executed. Policy {policy} requires the user's approval: {reason}. A draft was created for the user to confirm."),
-                })
-                .to_string(),
-                record: record("approval_required", None, None),
+                content: json!({ "status": "approval_required", "message": message }).to_string(),
+                record: record("approval_required", None, Some(message)),
                 draft: Some(DraftOut {
                     operation_type: c.name.clone(),
                     payload: args,

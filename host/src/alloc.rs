@@ -5,11 +5,13 @@
 /// to eight per core, and memory freed in one arena is not reused by another.
 /// In the load runs that fragmentation was a fifth of the host's peak RSS;
 /// one arena per core kept the peak at 100 concurrent chats 17 MB lower at
-/// no CPU cost (loadtest/RESULTS.md). `MALLOC_ARENA_MAX`, when set, wins.
+/// no CPU cost (loadtest/RESULTS.md). `MALLOC_ARENA_MAX`, when set and not blank, wins.
 /// Call it first in `main`, before any other thread exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    if std::env::var_os(crate::config::MALLOC_ARENA_MAX)
+        .is_some_and(|v| !v.as_encoded_bytes().trim_ascii().is_empty())
+    {
         return;
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));

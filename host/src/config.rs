@@ -34,6 +34,7 @@ impl Source for HashMap<&str, String> {
 }
 
 pub const PORT: &str = "PORT";
+pub const BIND_ADDRESS: &str = "BIND_ADDRESS";
 pub const API_BASE: &str = "API_BASE";
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 pub const OPENAI_MODEL: &str = "OPENAI_MODEL";
@@ -74,6 +75,8 @@ pub const PLUGIN_OUTPUT_MAX_BYTES: &str = "PLUGIN_OUTPUT_MAX_BYTES";
 pub const PLUGIN_WATCH: &str = "PLUGIN_WATCH";
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// Read by glibc itself and by `alloc::limit_malloc_arenas`, before the rest.
+pub const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,9 @@ pub struct PluginLimits {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
+    /// The address the listener binds (all interfaces by default, as a
+    /// container needs).
+    pub bind_address: std::net::IpAddr,
     pub api_base: String,
     pub openai_api_key: Option<String>,
     pub openai_model: String,
@@ -165,8 +171,41 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration in milliseconds, at most a year: larger values are
+    /// mistakes, and some (cache lifetimes, the model's total timeout) would
+    /// overflow further on.
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_millis(self.parse(name, default)?))
+        const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+        let ms = self.parse(name, default)?;
+        if ms > YEAR_MS {
+            return Err(ConfigError {
+                name,
+                problem: format!("{ms} ms is more than a year ({YEAR_MS} ms)"),
+            });
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// A number in `range`.
+    fn bounded<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let v = self.parse(name, default)?;
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError {
+                name,
+                problem: format!("{v} is out of range ({} to {})", range.start(), range.end()),
+            })
+        }
     }
 
     fn list(&self, name: &str, default: &str) -> Vec<String> {
@@ -217,6 +256,7 @@ impl Config {
         }
         let config = Config {
             port: r.parse(PORT, 4005)?,
+            bind_address: r.parse(BIND_ADDRESS, std::net::IpAddr::from([0, 0, 0, 0]))?,
             api_base: r
                 .string(API_BASE, "http://api:8080")
                 .trim_end_matches('/')
@@ -228,7 +268,7 @@ impl Config {
                 .trim_end_matches('/')
                 .to_string(),
             openai_timeout: r.millis(OPENAI_TIMEOUT_MS, 30_000)?,
-            openai_max_retries: r.parse(OPENAI_MAX_RETRIES, 2)?,
+            openai_max_retries: r.bounded(OPENAI_MAX_RETRIES, 2, 0..=10)?,
             default_agent_id: r.string(AGENT_CHATKIT_AGENT_ID, "default-agent"),
             max_tool_results: r.parse(AGENT_MAX_TOOL_RESULTS, 10u32)?.clamp(1, 50),
             max_turns: r.parse(AGENT_MAX_TURNS, 10usize)?.max(1),
@@ -266,7 +306,7 @@ impl Config {
             plugin_limits: PluginLimits {
                 timeout: r.millis(PLUGIN_TIMEOUT_MS, 5_000)?,
                 fuel: r.parse(PLUGIN_FUEL, 500_000_000u64)?,
-                memory_bytes: r.parse(PLUGIN_MEMORY_MB, 64usize)? << 20,
+                memory_bytes: r.bounded(PLUGIN_MEMORY_MB, 64usize, 1..=1024)? << 20,
                 output_bytes: r.parse(PLUGIN_OUTPUT_MAX_BYTES, 1usize << 20)?,
             },
             plugin_watch: r.flag(PLUGIN_WATCH, true)?,
@@ -349,6 +389,41 @@ mod tests {
         let err = cfg(&[(PORT, "forty")]).unwrap_err();
         assert_eq!(err.name, PORT);
         assert!(err.to_string().contains("forty"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_left_to_panic_later() {
+        // Each of these once reached arithmetic or a cache builder that
+        // panics; now the start stops with the variable's name.
+        for (name, value) in [
+            (OPENAI_MAX_RETRIES, "4294967295"),
+            (OPENAI_TIMEOUT_MS, "18446744073709551615"),
+            (AUTH_CACHE_TTL_MS, "40000000000000"),
+            (RATE_LIMIT_WINDOW_MS, "40000000000000"),
+            (PLUGIN_MEMORY_MB, "17592186044416"),
+            (PLUGIN_MEMORY_MB, "0"),
+        ] {
+            let err = cfg(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+        }
+        let c = cfg(&[
+            (OPENAI_MAX_RETRIES, "10"),
+            (CONVERSATION_TTL_MS, "31536000000"),
+        ])
+        .unwrap();
+        assert_eq!(c.openai_max_retries, 10);
+        assert_eq!(c.conversation_ttl, Duration::from_secs(365 * 24 * 3600));
+    }
+
+    #[test]
+    fn bind_address_defaults_to_all_interfaces() {
+        assert_eq!(cfg(&[]).unwrap().bind_address.to_string(), "0.0.0.0");
+        let c = cfg(&[(BIND_ADDRESS, "127.0.0.1")]).unwrap();
+        assert!(c.bind_address.is_loopback());
+        assert_eq!(
+            cfg(&[(BIND_ADDRESS, "localhost")]).unwrap_err().name,
+            BIND_ADDRESS
+        );
     }
 
     #[test]

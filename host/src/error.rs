@@ -42,6 +42,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    #[error("This endpoint does not accept that method")]
+    MethodNotAllowed,
     #[error("{0}")]
     Upstream(String),
     #[error("{0}")]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::PolicyDenied { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::PolicyDenied { .. } => "error_policy",
             ApiError::RateLimited { .. } => "error_rate_limit",
             ApiError::NotFound(_) => "error_not_found",
+            ApiError::MethodNotAllowed => "error_method",
             ApiError::Upstream(_) => "error_upstream",
             ApiError::Unavailable(_) => "error_unavailable",
             ApiError::Timeout => "error_timeout",

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
 use serde_json::{Map, Value, json};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
@@ -92,17 +93,44 @@ pub fn router(state: Arc<AppState>) -> Router {
         ])
         .max_age(Duration::from_secs(600));
 
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: BoxError| async move {
-            if e.is::<tower::timeout::error::Elapsed>() {
-                ApiError::Timeout.into_response()
+    // Timeouts and load shedding answer from outside the chat handler, so
+    // they are counted here: a chat that timed out or was shed shows in the
+    // chat metrics (and the error-rate alert) like any other failed chat.
+    let counted = {
+        let metrics = state.metrics.clone();
+        let agent = config.default_agent_id.clone();
+        let timeout = config.request_timeout;
+        move |uri: Uri, e: BoxError| {
+            let (error, took) = if e.is::<tower::timeout::error::Elapsed>() {
+                (ApiError::Timeout, timeout)
             } else {
-                ApiError::Unavailable("The assistant is busy, please try again shortly".into())
-                    .into_response()
+                (
+                    ApiError::Unavailable("The assistant is busy, please try again shortly".into()),
+                    Duration::ZERO,
+                )
+            };
+            if uri.path() == "/v1/chat" {
+                metrics
+                    .chat_requests
+                    .with_label_values(&[error.kind(), &agent])
+                    .inc();
+                metrics
+                    .chat_duration
+                    .with_label_values(&[&agent, error.kind()])
+                    .observe(took.as_secs_f64());
             }
-        }))
+            std::future::ready(error.into_response())
+        }
+    };
+    // One limit for all of `/v1`: the semaphore is shared by every route
+    // the layer is applied to (a plain concurrency limit would make one per
+    // route and method).
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(counted))
         .load_shed()
-        .concurrency_limit(config.max_concurrent_requests)
+        .layer(GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
         .timeout(config.request_timeout);
 
     let mut api = Router::new()
@@ -141,6 +169,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             .route("/admin/plugins/reload", post(admin_reload));
     }
     app.fallback(|| async { ApiError::NotFound("No such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -182,8 +211,9 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
     };
     let draining = s.draining.load(Ordering::SeqCst);
     let missing = s.agent.plugins.missing_policies();
-    let ready =
-        !draining && redis != "error" && backend == "ok" && model == "ok" && missing.is_empty();
+    // No model is not a reason to leave the pool: the contract's "assistant
+    // is offline" answer must stay reachable behind a Service.
+    let ready = !draining && redis != "error" && backend == "ok" && missing.is_empty();
     s.metrics.ready.set(i64::from(ready));
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
@@ -287,31 +317,34 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
         }
     };
     let metadata = match obj.remove("metadata") {
-        None => Map::new(),
+        None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
         Some(_) => {
             errors.push(FieldError::new("metadata", "must be an object"));
             Map::new()
         }
     };
+    // The first key present names the session, and only it is checked: a
+    // proxy's own `correlationId` does not fail a request that has a good
+    // `sessionId`.
     let mut session_id = None;
-    for key in ["sessionId", "conversationId", "correlationId", "threadId"] {
-        match metadata.get(key) {
-            None | Some(Value::Null) => continue,
-            Some(Value::String(s)) if valid_session_id(s) => {
-                if session_id.is_none() {
-                    session_id = Some(s.clone());
-                }
-            }
-            Some(Value::String(_)) => errors.push(FieldError::new(
-                format!("metadata.{key}"),
-                "must be 1 to 100 characters of letters, digits, '.', '_', ':' or '-'",
-            )),
-            Some(_) => errors.push(FieldError::new(
-                format!("metadata.{key}"),
-                "must be a string",
-            )),
-        }
+    let chosen = ["sessionId", "conversationId", "correlationId", "threadId"]
+        .into_iter()
+        .find_map(|key| match metadata.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some((key, v)),
+        });
+    match chosen {
+        None => {}
+        Some((_, Value::String(s))) if valid_session_id(s) => session_id = Some(s.clone()),
+        Some((key, Value::String(_))) => errors.push(FieldError::new(
+            format!("metadata.{key}"),
+            "must be 1 to 100 characters of letters, digits, '.', '_', ':' or '-'",
+        )),
+        Some((key, _)) => errors.push(FieldError::new(
+            format!("metadata.{key}"),
+            "must be a string",
+        )),
     }
     if errors.is_empty() {
         Ok(ChatRequest {
@@ -360,16 +393,16 @@ async fn chat(
                 "The assistant is shutting down, please retry".into(),
             ));
         }
+        // The token first (local checks only): a forged or expired one is
+        // refused before the body is even parsed.
+        let token = s.identity.verify(authorization(&headers))?;
         let body = body_or_413(body, s.config.body_limit_bytes)?;
         let req = parse_chat(&body)?;
         let agent_id = req.agent_id.clone().unwrap_or(default_agent.clone());
         if agent_id != default_agent {
             agent_label = "other".into();
         }
-        let caller = s
-            .identity
-            .authenticate(authorization(&headers), &agent_id, &request_id)
-            .await?;
+        let caller = s.identity.caller(token, &agent_id, &request_id).await?;
         limit(&s, &caller, peer).await?;
         let session_id = req
             .session_id
@@ -591,7 +624,7 @@ mod tests {
         assert_eq!(problems(r#"{"prompt":"   "}"#), vec!["prompt"]);
         assert_eq!(problems(r#"{"prompt":5}"#), vec!["prompt"]);
         assert_eq!(
-            problems(r#"{"prompt":"hi","metadata":null}"#),
+            problems(r#"{"prompt":"hi","metadata":"x"}"#),
             vec!["metadata"]
         );
         assert_eq!(problems(r#"{"prompt":"hi","agentId":3}"#), vec!["agentId"]);
@@ -606,6 +639,22 @@ mod tests {
             parse_chat(ok.as_bytes()).unwrap().prompt.chars().count(),
             10_000
         );
+    }
+
+    #[test]
+    fn only_the_chosen_session_key_is_checked() {
+        let r = parse_chat(
+            br#"{"prompt":"hi","metadata":{"sessionId":"s-1","correlationId":"bad id","threadId":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.session_id.as_deref(), Some("s-1"));
+        // A null key is skipped; the next present one is chosen and checked.
+        assert_eq!(
+            problems(r#"{"prompt":"hi","metadata":{"sessionId":null,"conversationId":"a b"}}"#),
+            vec!["metadata.conversationId"]
+        );
+        let r = parse_chat(br#"{"prompt":"hi","metadata":null}"#).unwrap();
+        assert!(r.session_id.is_none() && r.metadata.is_empty());
     }
 
     #[test]

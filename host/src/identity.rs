@@ -58,6 +58,10 @@ fn unauthorized(msg: &str) -> ApiError {
     ApiError::Unauthorized(msg.to_string())
 }
 
+/// A bearer token that passed [`Identity::verify`].
+#[derive(Clone, Copy, Debug)]
+pub struct Verified<'a>(&'a str);
+
 /// `Bearer <token>`, scheme case-insensitive; anything else is malformed.
 pub fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
     let header = header.ok_or_else(|| unauthorized("Missing Authorization header"))?;
@@ -93,13 +97,10 @@ impl Identity {
         }
     }
 
-    /// Checks the token, finds the user, and applies the role and tenant rules.
-    pub async fn authenticate(
-        &self,
-        header: Option<&str>,
-        agent_id: &str,
-        request_id: &str,
-    ) -> Result<Caller, ApiError> {
+    /// The bearer token from the `Authorization` header, with its signature
+    /// and expiry checked when `JWT_SECRET_KEY` is set. Local work only, so a
+    /// forged or expired token is refused before anything else is done.
+    pub fn verify<'h>(&self, header: Option<&'h str>) -> Result<Verified<'h>, ApiError> {
         let token = bearer_token(header)?;
         if let Some((key, validation)) = &self.key {
             jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
@@ -107,6 +108,29 @@ impl Identity {
                 unauthorized("Invalid or expired token")
             })?;
         }
+        Ok(Verified(token))
+    }
+
+    /// Checks the token ([`Identity::verify`]), finds the user, and applies
+    /// the role and tenant rules.
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        agent_id: &str,
+        request_id: &str,
+    ) -> Result<Caller, ApiError> {
+        let token = self.verify(header)?;
+        self.caller(token, agent_id, request_id).await
+    }
+
+    /// The user behind a verified token (from the cache or `/auth/me`),
+    /// with the role and tenant rules applied.
+    pub async fn caller(
+        &self,
+        Verified(token): Verified<'_>,
+        agent_id: &str,
+        request_id: &str,
+    ) -> Result<Caller, ApiError> {
         let authorization = format!("Bearer {token}");
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let user = match self.cache.get(&digest).await {

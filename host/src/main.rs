@@ -1,7 +1,7 @@
 //! The `agent-host` binary: configuration, listener, signals. Everything else
 //! lives in the library.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use agent_host::config::Config;
 
@@ -32,7 +32,7 @@ async fn serve() -> std::process::ExitCode {
         config.log_json,
         config.otlp_endpoint.as_deref(),
     );
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port));
+    let addr = SocketAddr::from((config.bind_address, config.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -162,7 +162,7 @@ async fn malformed_requests_get_400_and_the_host_keeps_serving() {
         ("{}", "prompt"),
         (r#"{"prompt":"   "}"#, "prompt"),
         (r#"{"prompt":42}"#, "prompt"),
-        (r#"{"prompt":"hi","metadata":null}"#, "metadata"),
+        (r#"{"prompt":"hi","metadata":[]}"#, "metadata"),
         (
             r#"{"prompt":"hi","metadata":{"sessionId":"../etc/passwd"}}"#,
             "metadata.sessionId",
@@ -201,6 +201,22 @@ async fn malformed_requests_get_400_and_the_host_keeps_serving() {
 
     let (s, b) = host.chat(&token, prompt("still there?")).await;
     assert_eq!(s, 200, "{b}");
+
+    // Null metadata counts as absent, as a null agentId does.
+    let (s, b) = host
+        .chat(&token, json!({"prompt": "hi", "metadata": null}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // Only the key that names the session is checked: a proxy's odd
+    // correlationId does not fail a request with a good sessionId.
+    let (s, b) = host
+        .chat(
+            &token,
+            json!({"prompt": "hi", "metadata": {"sessionId": "s-1", "correlationId": "a b/c"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["sessionId"], "s-1");
     host.stop().await;
 }
 
@@ -229,7 +245,12 @@ async fn identity_errors() {
     for bad in [forged, expired, "not.a.jwt".to_string()] {
         let (s, b) = host.chat(&bad, prompt("hi")).await;
         assert_eq!(s, 401, "{b}");
+        // The token is refused before the body is looked at.
+        let (s, _, b) = host.chat_full(Some(&bad), json!({"prompt": 42})).await;
+        assert_eq!(s, 401, "{b}");
     }
+    let (s, _, b) = host.chat_full(None, json!([1, 2])).await;
+    assert_eq!(s, 401, "{b}");
     // Refused locally: the backend never saw those tokens.
     assert!(
         stack.atlas.requests().is_empty(),
@@ -324,6 +345,10 @@ async fn offline_without_a_model_key() {
     let (s, b) = host.chat(&stack.token(ADMIN), prompt("hello")).await;
     assert_eq!(s, 200, "{b}");
     assert!(answer(&b).contains("offline"));
+    // Ready all the same, so a Service keeps sending chats that get this answer.
+    let (s, r) = host.get("/health/ready", None).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["checks"]["model"], "not_configured");
     assert!(stack.openai.requests().is_empty());
     // Identity checks still apply.
     assert_eq!(

@@ -280,6 +280,93 @@ async fn excess_concurrency_is_shed_at_once() {
     let done = results.iter().filter(|(s, _)| *s == 200).count();
     assert!(shed >= 1 && done >= 2, "{results:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    // Shed chats never reach the handler, and are counted all the same.
+    let text = host.metrics_text().await;
+    let counted = metric_value(
+        &text,
+        "agents_chat_requests_total{agent_id=\"default-agent\",status=\"error_unavailable\"}",
+    );
+    assert_eq!(counted, shed as f64, "{text}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn one_concurrency_limit_covers_every_v1_route() {
+    let mut stack = Stack::new().await;
+    stack.set("MAX_CONCURRENT_REQUESTS", "1");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let slow = host.chat(&token, prompt("#sleep 1500\nhello"));
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        host.get("/v1/sessions/none-such", Some(&token)).await
+    };
+    let ((s1, b1), (s2, b2)) = tokio::join!(slow, other);
+    assert_eq!(s1, 200, "{b1}");
+    // The chat holds the one slot, so the sessions route is shed too.
+    assert_eq!(s2, 503, "{b2}");
+    assert_eq!(b2["status"], "error");
+    // Once the chat is done the route answers as usual.
+    assert_eq!(
+        host.get("/v1/sessions/none-such", Some(&token)).await.0,
+        404
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn timed_out_chats_answer_504_and_show_in_the_chat_metrics() {
+    let mut stack = Stack::new().await;
+    stack.set("REQUEST_TIMEOUT_MS", "300");
+    let host = stack.start().await;
+    let (s, b) = host
+        .chat(&stack.token(ADMIN), prompt("#sleep 2000\nhello"))
+        .await;
+    assert_eq!(s, 504, "{b}");
+    assert_eq!(b["status"], "error");
+    let text = host.metrics_text().await;
+    for (line, want) in [
+        (
+            "agents_chat_requests_total{agent_id=\"default-agent\",status=\"error_timeout\"}",
+            1.0,
+        ),
+        (
+            "agents_chat_request_duration_seconds_count{agent_id=\"default-agent\",status=\"error_timeout\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric_value(&text, line), want, "{line}\n{text}");
+    }
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_gets_a_json_405_that_says_what_is_allowed() {
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    for (method, path, allowed) in [
+        (reqwest::Method::GET, "/v1/chat", "POST"),
+        (reqwest::Method::PUT, "/v1/sessions/abc", "GET"),
+        (reqwest::Method::POST, "/health/live", "GET"),
+    ] {
+        let resp = host
+            .http
+            .request(method.clone(), host.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let allow = resp
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(allow.contains(allowed), "{method} {path}: allow {allow:?}");
+        let b: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(b["status"], "error", "{method} {path}: {b}");
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
     host.stop().await;
 }
 

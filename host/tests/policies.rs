@@ -85,7 +85,16 @@ async fn tool_call_denied_by_policy_is_reported_and_not_run() {
         b["toolCalls"][0]["toolName"],
         "create_work_order_immediately"
     );
-    assert_eq!(b["toolCalls"][0]["status"], "denied", "{b}");
+    // The contract's status, the finer outcome beside it.
+    assert_eq!(b["toolCalls"][0]["status"], "error", "{b}");
+    assert_eq!(b["toolCalls"][0]["outcome"], "denied", "{b}");
+    assert!(
+        b["toolCalls"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused by policy tool-access"),
+        "{b}"
+    );
     assert!(answer(&b).contains("refused by policy tool-access"), "{b}");
     assert!(
         stack.tool_requests().is_empty(),
@@ -94,6 +103,7 @@ async fn tool_call_denied_by_policy_is_reported_and_not_run() {
     // An admin may.
     let (_, b) = host.chat(&stack.token(ADMIN), prompt(p)).await;
     assert_eq!(b["toolCalls"][0]["status"], "success", "{b}");
+    assert!(b["toolCalls"][0].get("outcome").is_none(), "{b}");
     assert_eq!(
         stack.tool_requests()[0].path,
         "/api/agent/tools/work-orders/create"
@@ -119,7 +129,15 @@ async fn require_approval_turns_the_call_into_a_draft() {
     let p = "#call update_work_order {\"workOrderId\": \"WO000101\", \"title\": \"Replace belt and rollers\"}";
     let (s, b) = host.chat(&stack.token(ADMIN), prompt(p)).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(b["toolCalls"][0]["status"], "approval_required", "{b}");
+    assert_eq!(b["toolCalls"][0]["status"], "error", "{b}");
+    assert_eq!(b["toolCalls"][0]["outcome"], "approval_required", "{b}");
+    assert!(
+        b["toolCalls"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("requires the user's approval"),
+        "{b}"
+    );
     let drafts = b["drafts"].as_array().unwrap();
     assert_eq!(drafts.len(), 1, "{b}");
     assert_eq!(drafts[0]["operationType"], "update_work_order");

@@ -88,16 +88,22 @@ pub fn local(root: &Path) -> Result<()> {
     let bin = root.join("target/release");
     let real_atlas = std::env::var("API_BASE").is_ok_and(|v| !v.trim().is_empty());
     let real_model = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    // The stub's signing secret only with the stub: a real Atlas signs with
+    // its own (`JWT_SECRET_KEY` from the environment, when given).
     let secret = env_or("JWT_SECRET_KEY", &stub_secret(&bin)?);
     let port = env_or("PORT", "4005");
+    let admin_token = env_or("ADMIN_TOKEN", "local-admin");
     let mut children = Vec::new();
     let mut host = Command::new(bin.join("agent-host"));
     host.current_dir(root)
         .env("PORT", &port)
+        .env("BIND_ADDRESS", env_or("BIND_ADDRESS", "127.0.0.1"))
         .env("LOG_FORMAT", env_or("LOG_FORMAT", "pretty"))
         .env("PLUGIN_DIR", env_or("PLUGIN_DIR", "target/plugins"))
-        .env("JWT_SECRET_KEY", &secret)
-        .env("ADMIN_TOKEN", env_or("ADMIN_TOKEN", "local-admin"));
+        .env("ADMIN_TOKEN", &admin_token);
+    if !real_atlas {
+        host.env("JWT_SECRET_KEY", &secret);
+    }
     if !real_atlas {
         let atlas_port = env_or("ATLAS_STUB_PORT", "8081");
         let mut g = Guard(
@@ -148,7 +154,7 @@ pub fn local(root: &Path) -> Result<()> {
         );
     }
     println!(
-        "Admin API: curl -s http://127.0.0.1:{port}/admin/plugins -H 'Authorization: Bearer local-admin'\n"
+        "Admin API: curl -s http://127.0.0.1:{port}/admin/plugins -H 'Authorization: Bearer {admin_token}'\n"
     );
     let status = h.1.wait()?;
     drop(children);
