@@ -51,6 +51,9 @@ pub struct Turn<'a> {
     pub prompt: String,
     pub metadata: Value,
     pub session_id: &'a str,
+    /// The host minted `session_id` for this turn, so there is no history
+    /// to load.
+    pub new_session: bool,
     pub agent_id: &'a str,
     pub request_id: &'a str,
 }
@@ -128,6 +131,7 @@ impl Agent {
             mut prompt,
             metadata,
             session_id,
+            new_session,
             agent_id,
             request_id,
         } = turn;
@@ -175,7 +179,14 @@ impl Agent {
         };
 
         let mut degraded = false;
-        let history = match self.sessions.load(owner, session_id).await {
+        // A session id the host has just minted names nothing stored yet:
+        // no round trip to the store for the first turn of a conversation.
+        let stored = if new_session {
+            Ok(None)
+        } else {
+            self.sessions.load(owner, session_id).await
+        };
+        let history = match stored {
             Ok(Some(c)) => c.messages,
             Ok(None) => vec![],
             Err(e) => {

@@ -404,6 +404,7 @@ async fn chat(
         }
         let caller = s.identity.caller(token, &agent_id, &request_id).await?;
         limit(&s, &caller, peer).await?;
+        let new_session = req.session_id.is_none();
         let session_id = req
             .session_id
             .clone()
@@ -422,6 +423,7 @@ async fn chat(
                 prompt: req.prompt,
                 metadata: Value::Object(req.metadata),
                 session_id: &session_id,
+                new_session,
                 agent_id: &agent_id,
                 request_id: &request_id,
             })

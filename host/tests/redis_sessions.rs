@@ -50,6 +50,41 @@ async fn survives_a_restart_and_is_shared_by_instances() {
     b.stop().await;
 }
 
+fn store_ops(text: &str, op: &str) -> f64 {
+    let prefix = format!("agents_session_store_duration_seconds_count{{op=\"{op}\"}}");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_new_conversation_is_not_looked_up_and_continues_with_its_history() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let (s, b) = host
+        .chat(&token, prompt("The compressor on line 3 rattles"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let session = b["sessionId"].as_str().unwrap().to_string();
+    // The host minted the id: nothing to load, one append.
+    let text = host.metrics_text().await;
+    assert_eq!(store_ops(&text, "load"), 0.0, "{text}");
+    assert_eq!(store_ops(&text, "append"), 1.0, "{text}");
+
+    // The caller continues it with that id: loaded, and the model sees it.
+    let (s, b) = host.chat(&token, prompt_in("#recall", &session)).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(answer(&b).contains("compressor"), "{b}");
+    let text = host.metrics_text().await;
+    assert_eq!(store_ops(&text, "load"), 1.0, "{text}");
+    assert_eq!(store_ops(&text, "append"), 2.0, "{text}");
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn expiry_is_set_refreshed_and_enforced() {
     let redis = RedisServer::start();
