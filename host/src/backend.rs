@@ -66,8 +66,12 @@ pub enum CallError {
     TooLarge,
 }
 
+/// Cheap to clone (one reference count): every plugin call's store holds
+/// one.
 #[derive(Clone)]
-pub struct Backend {
+pub struct Backend(std::sync::Arc<Inner>);
+
+struct Inner {
     base: String,
     http: reqwest::Client,
     metrics: Metrics,
@@ -80,15 +84,15 @@ impl Backend {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        Ok(Backend {
+        Ok(Backend(std::sync::Arc::new(Inner {
             base: base.trim_end_matches('/').to_string(),
             http,
             metrics,
-        })
+        })))
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        &self.0.base
     }
 
     /// Sends a request on the user's behalf. `path` is already encoded
@@ -101,9 +105,9 @@ impl Backend {
         authorization: &str,
         request_id: &str,
     ) -> Result<(u16, String), CallError> {
-        let mut req = self
+        let mut req = self.0
             .http
-            .request(method, format!("{}{}", self.base, path))
+            .request(method, format!("{}{}", self.0.base, path))
             .headers(crate::telemetry::trace_headers())
             .header(reqwest::header::AUTHORIZATION, authorization)
             .header("x-request-id", request_id)
@@ -120,7 +124,7 @@ impl Backend {
             Err(CallError::Unavailable(_)) => "unavailable".into(),
             Err(CallError::TooLarge) => "too_large".into(),
         };
-        self.metrics
+        self.0.metrics
             .backend_requests
             .with_label_values(&[&label])
             .inc();
@@ -173,9 +177,9 @@ impl Backend {
 
     /// `GET /actuator/health`: true when the backend answers 2xx.
     pub async fn healthy(&self, timeout: Duration) -> bool {
-        let req = self
+        let req = self.0
             .http
-            .get(format!("{}/actuator/health", self.base))
+            .get(format!("{}/actuator/health", self.0.base))
             .timeout(timeout);
         matches!(req.send().await, Ok(r) if r.status().is_success())
     }

@@ -97,10 +97,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     // they are counted here: a chat that timed out or was shed shows in the
     // chat metrics (and the error-rate alert) like any other failed chat.
     let counted = {
-        let metrics = state.metrics.clone();
-        let agent = config.default_agent_id.clone();
-        let timeout = config.request_timeout;
+        // Cloned for every request (axum clones the handler per call): one
+        // reference count, not a copy of every metric handle.
+        let state = state.clone();
         move |uri: Uri, e: BoxError| {
+            let (metrics, agent) = (&state.metrics, &state.config.default_agent_id);
+            let timeout = state.config.request_timeout;
             let (error, took) = if e.is::<tower::timeout::error::Elapsed>() {
                 (ApiError::Timeout, timeout)
             } else {
@@ -112,11 +114,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             if uri.path() == "/v1/chat" {
                 metrics
                     .chat_requests
-                    .with_label_values(&[error.kind(), &agent])
+                    .with_label_values(&[error.kind(), agent])
                     .inc();
                 metrics
                     .chat_duration
-                    .with_label_values(&[&agent, error.kind()])
+                    .with_label_values(&[agent, error.kind()])
                     .observe(took.as_secs_f64());
             }
             std::future::ready(error.into_response())
