@@ -105,7 +105,8 @@ impl Backend {
         authorization: &str,
         request_id: &str,
     ) -> Result<(u16, String), CallError> {
-        let mut req = self.0
+        let mut req = self
+            .0
             .http
             .request(method, format!("{}{}", self.0.base, path))
             .headers(crate::telemetry::trace_headers())
@@ -124,7 +125,8 @@ impl Backend {
             Err(CallError::Unavailable(_)) => "unavailable".into(),
             Err(CallError::TooLarge) => "too_large".into(),
         };
-        self.0.metrics
+        self.0
+            .metrics
             .backend_requests
             .with_label_values(&[&label])
             .inc();
@@ -177,7 +179,8 @@ impl Backend {
 
     /// `GET /actuator/health`: true when the backend answers 2xx.
     pub async fn healthy(&self, timeout: Duration) -> bool {
-        let req = self.0
+        let req = self
+            .0
             .http
             .get(format!("{}/actuator/health", self.0.base))
             .timeout(timeout);

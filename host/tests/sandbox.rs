@@ -321,6 +321,78 @@ async fn duplicate_tool_names_are_refused() {
 }
 
 #[tokio::test]
+async fn an_update_that_takes_another_live_plugins_tool_is_refused_and_both_keep_serving() {
+    let s = Sandbox::new().await;
+    // "alpha" sorts before "misbehave": it is live with its own tool first.
+    let alpha = s.dir.path().join("alpha.wasm");
+    std::fs::copy(built("plugins", "user-context"), &alpha).unwrap();
+    let report = s.host.reload().await;
+    assert_eq!(report.loaded, vec!["alpha"], "{report:?}");
+    // Its new version offers misbehave's tools.
+    std::fs::copy(built("test-plugins", "misbehave"), &alpha).unwrap();
+    let report = s.host.reload().await;
+    let err = report.refused.get("alpha").expect("alpha refused");
+    assert!(err.contains("already offered by plugin misbehave"), "{err}");
+    assert!(report.unloaded.is_empty(), "{report:?}");
+    // misbehave, unchanged, keeps its tools; alpha's old version serves on.
+    assert!(s.call("echo", json!({})).await.outcome.is_ok());
+    assert!(s.host.tool_kind("get_user_context").is_some());
+}
+
+#[tokio::test]
+async fn an_unreadable_file_is_refused_not_taken_for_a_deletion() {
+    let s = Sandbox::new().await;
+    // The policy file exists but cannot be read (a directory here; a
+    // permission error elsewhere): refused, the live version stays, and it
+    // does not reload with no grants.
+    let policy = s.dir.path().join("misbehave.policy.toml");
+    std::fs::remove_file(&policy).unwrap();
+    std::fs::create_dir(&policy).unwrap();
+    let report = s.host.reload().await;
+    let err = report.refused.get("misbehave").expect("refused");
+    assert!(err.contains("cannot read misbehave.policy.toml"), "{err}");
+    assert!(
+        report.unloaded.is_empty() && report.loaded.is_empty(),
+        "{report:?}"
+    );
+    assert!(s.call("echo", json!({})).await.outcome.is_ok());
+    std::fs::remove_dir(&policy).unwrap();
+    std::fs::write(&policy, MISBEHAVE_POLICY).unwrap();
+
+    // The same for the component: a link that cannot be followed.
+    let wasm = s.dir.path().join("misbehave.wasm");
+    std::fs::remove_file(&wasm).unwrap();
+    std::os::unix::fs::symlink("misbehave.wasm", &wasm).unwrap();
+    let report = s.host.reload().await;
+    let err = report.refused.get("misbehave").expect("refused");
+    assert!(err.contains("cannot read misbehave.wasm"), "{err}");
+    assert!(report.unloaded.is_empty(), "{report:?}");
+    assert!(s.call("echo", json!({})).await.outcome.is_ok());
+
+    // Really gone: unloaded.
+    std::fs::remove_file(&wasm).unwrap();
+    let report = s.host.reload().await;
+    assert_eq!(report.unloaded, vec!["misbehave"], "{report:?}");
+}
+
+#[tokio::test]
+async fn a_policy_without_a_policy_table_is_refused() {
+    let s = Sandbox::new().await;
+    std::fs::copy(
+        built("plugins", "answer-guard"),
+        s.dir.path().join("guard.wasm"),
+    )
+    .unwrap();
+    write_policy(s.dir.path(), "guard", "[config]\nblocked = []\n");
+    let report = s.host.reload().await;
+    let err = report.refused.get("guard").expect("refused");
+    assert!(err.contains("[policy] table"), "{err}");
+    write_policy(s.dir.path(), "guard", "[policy]\norder = 5\n");
+    let report = s.host.reload().await;
+    assert_eq!(report.loaded, vec!["guard"], "{report:?}");
+}
+
+#[tokio::test]
 async fn bad_policy_file_is_refused_with_its_reason() {
     let s = Sandbox::new().await;
     write_policy(

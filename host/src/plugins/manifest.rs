@@ -58,6 +58,8 @@ pub struct Manifest {
     /// The `[config]` table as a JSON object.
     pub config_json: String,
     pub policy_order: i32,
+    /// The file has a `[policy]` table (a policy plugin must).
+    pub declares_policy: bool,
 }
 
 impl std::fmt::Debug for Manifest {
@@ -76,7 +78,14 @@ impl Manifest {
     }
 
     pub fn parse(text: &str, defaults: &PluginLimits) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        let file: File = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => format!(
+                "line {}: {}",
+                text[..span.start.min(text.len())].matches('\n').count() + 1,
+                e.message()
+            ),
+            None => e.message().to_string(),
+        })?;
         let mut routes: Vec<(String, matchit::Router<()>)> = Vec::new();
         for g in &file.allow {
             let method = g.method.to_ascii_uppercase();
@@ -107,14 +116,17 @@ impl Manifest {
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.timeout),
             fuel: l.fuel.unwrap_or(defaults.fuel),
-            memory_bytes: l
-                .memory_mb
-                .map(|m| m << 20)
-                .unwrap_or(defaults.memory_bytes),
+            memory_bytes: match l.memory_mb {
+                None => defaults.memory_bytes,
+                Some(m @ 1..=1024) => m << 20,
+                Some(m) => {
+                    return Err(format!("limits: memory_mb {m} is out of range (1 to 1024)"));
+                }
+            },
             output_bytes: l.output_bytes.unwrap_or(defaults.output_bytes),
         };
-        if limits.timeout.is_zero() || limits.fuel == 0 || limits.memory_bytes == 0 {
-            return Err("limits: timeout_ms, fuel and memory_mb must be above zero".into());
+        if limits.timeout.is_zero() || limits.fuel == 0 || limits.output_bytes == 0 {
+            return Err("limits: timeout_ms, fuel and output_bytes must be above zero".into());
         }
         let config_json = serde_json::to_string(&file.config.unwrap_or_default())
             .map_err(|e| format!("config: {e}"))?;
@@ -123,6 +135,7 @@ impl Manifest {
             routes,
             limits,
             config_json,
+            declares_policy: file.policy.is_some(),
             policy_order: file.policy.map(|p| p.order).unwrap_or_else(default_order),
         })
     }
@@ -175,6 +188,30 @@ mod tests {
     }
 
     #[test]
+    fn limits_out_of_range_are_refused_and_errors_name_the_line() {
+        for (text, want) in [
+            (
+                "[limits]\nmemory_mb = 2048\n",
+                "memory_mb 2048 is out of range",
+            ),
+            ("[limits]\nmemory_mb = 0\n", "memory_mb 0 is out of range"),
+            (
+                "[limits]\noutput_bytes = 0\n",
+                "output_bytes must be above zero",
+            ),
+            ("# comment\n[limits]\ntimeout_ms = \"5s\"\n", "line 3: "),
+            ("[limit]\n", "line 1: "),
+        ] {
+            let err = Manifest::parse(text, &defaults()).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let m = Manifest::parse("[limits]\nmemory_mb = 1024\n[policy]\n", &defaults()).unwrap();
+        assert_eq!(m.limits.memory_bytes, 1 << 30);
+        assert!(m.declares_policy);
+        assert!(!Manifest::empty(&defaults()).declares_policy);
+    }
+
+    #[test]
     fn empty_denies_everything() {
         let m = Manifest::empty(&defaults());
         assert!(!m.allows("GET", "/"));
@@ -193,7 +230,7 @@ mod tests {
                 "[[allow]]\nmethod = \"GET\"\npath = \"/a/../b\"",
                 "absolute",
             ),
-            ("[limits]\nmemory_mb = 0", "above zero"),
+            ("[limits]\nfuel = 0", "above zero"),
             ("surprise = 1", "unknown field"),
         ] {
             let err = Manifest::parse(text, &defaults()).unwrap_err();

@@ -305,9 +305,18 @@ impl PluginHost {
             }
         };
         let old = self.current.load_full();
-        // Live plugins keep their tool names when a newcomer collides.
+        // Live plugins keep their tool names when a newcomer, or a new
+        // version of another live plugin, collides: unchanged live plugins
+        // are admitted first, then changed ones, then new ones.
         let mut order: Vec<&PluginFile> = files.iter().collect();
-        order.sort_by_key(|f| (!old.plugins.contains_key(&f.name), f.name.clone()));
+        order.sort_by_key(|f| {
+            let live = old.plugins.get(&f.name);
+            (
+                live.is_none(),
+                live.is_some_and(|p| p.digest != f.digest),
+                f.name.clone(),
+            )
+        });
 
         let mut next = Snapshot::default();
         let mut refusals = Vec::new();
@@ -318,7 +327,10 @@ impl PluginHost {
                     report.unchanged.push(file.name.clone());
                     Ok(p.clone())
                 }
-                _ => self.load(file).await.map(Arc::new),
+                _ => match &file.unreadable {
+                    Some(e) => Err(e.clone()),
+                    None => self.load(file).await.map(Arc::new),
+                },
             };
             let accepted = match candidate {
                 Ok(plugin) => match admit(&mut next, plugin) {
@@ -375,7 +387,13 @@ impl PluginHost {
                         error,
                         at: now_ms(),
                         digest: file.digest.clone(),
-                        policy: file.policy_text.as_deref().is_some_and(declares_policy),
+                        // A policy by its file, or by the version that was live
+                        // (whose file may be the one that cannot be read).
+                        policy: file.policy_text.as_deref().is_some_and(declares_policy)
+                            || old
+                                .plugins
+                                .get(&file.name)
+                                .is_some_and(|p| matches!(p.kind, Kind::Policy { .. })),
                     },
                 );
             }
@@ -454,6 +472,15 @@ impl PluginHost {
             let tools = self.describe(&name, &manifest, &pre).await?;
             Kind::Tools { pre, tools }
         } else if exports.iter().any(|e| e == bindings::POLICY_EXPORT) {
+            // The table is what marks a refused file as a missing policy (so
+            // chats are refused while it cannot load); without it a broken
+            // policy would be skipped silently.
+            if !manifest.declares_policy {
+                return Err(format!(
+                    "a policy needs a [policy] table in {}.policy.toml (its order; it also tells the host to refuse chats while the policy cannot load)",
+                    file.name
+                ));
+            }
             let pre = self
                 .policy_linker
                 .instantiate_pre(&component)
@@ -974,6 +1001,9 @@ struct PluginFile {
     wasm: Arc<Vec<u8>>,
     policy_text: Option<String>,
     digest: String,
+    /// The `.wasm` or its policy file exists but could not be read: refused
+    /// (the live version, if any, keeps serving), never taken for a deletion.
+    unreadable: Option<String>,
 }
 
 /// Every `<name>.wasm` in the folder (symlinks followed, dot-files skipped),
@@ -992,31 +1022,51 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
         if name.is_empty() || file_name.starts_with('.') {
             continue;
         }
-        let Ok(meta) = tokio::fs::metadata(&path).await else {
-            continue;
+        let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let read = async {
+            let meta = tokio::fs::metadata(&path).await?;
+            if !meta.is_file() {
+                return Ok(None);
+            }
+            let wasm = tokio::fs::read(&path).await?;
+            Ok::<_, std::io::Error>(Some(wasm))
         };
-        if !meta.is_file() {
-            continue;
-        }
-        let wasm = match tokio::fs::read(&path).await {
-            Ok(b) => b,
+        let (wasm, mut unreadable) = match read.await {
+            Ok(Some(wasm)) => (wasm, None),
+            Ok(None) => continue,
+            // Gone between the listing and the read: a deletion.
+            Err(e) if not_found(&e) => continue,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read plugin");
-                continue;
+                (Vec::new(), Some(format!("cannot read {file_name}: {e}")))
             }
         };
         let policy_path = dir.join(format!("{name}.policy.toml"));
-        let policy_text = tokio::fs::read_to_string(&policy_path).await.ok();
+        let policy_text = match tokio::fs::read_to_string(&policy_path).await {
+            Ok(text) => Some(text),
+            Err(e) if not_found(&e) => None,
+            Err(e) => {
+                tracing::warn!(path = %policy_path.display(), error = %e, "cannot read policy file");
+                unreadable.get_or_insert(format!("cannot read {name}.policy.toml: {e}"));
+                None
+            }
+        };
         let mut h = Sha256::new();
         h.update(&wasm);
         h.update([0]);
         h.update(policy_text.as_deref().unwrap_or("").as_bytes());
+        if let Some(e) = &unreadable {
+            // Differs from every readable version, so the refusal is recorded.
+            h.update([1]);
+            h.update(e.as_bytes());
+        }
         files.push(PluginFile {
             name: name.to_string(),
             path,
             wasm: Arc::new(wasm),
             policy_text,
             digest: hex::encode(h.finalize()),
+            unreadable,
         });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
