@@ -121,8 +121,9 @@ struct Route {
 #[derive(Default)]
 struct Mock {
     routes: Vec<Route>,
-    // `None` = everything granted; `Some` = only these (from a policy file).
-    grants: Option<Vec<(Method, Vec<String>)>>,
+    // `None` = everything granted; `Some` = only these (from a policy file),
+    // one router per method over percent-encoded paths, as in the host.
+    grants: Option<Vec<(Method, matchit::Router<()>)>>,
     requests: RefCell<Vec<Request>>,
     logs: RefCell<Vec<(Level, String)>>,
 }
@@ -130,11 +131,74 @@ struct Mock {
 impl Mock {
     fn allows(&self, method: Method, segments: &[String]) -> bool {
         self.grants.as_ref().is_none_or(|grants| {
+            let path = encode_path(segments);
             grants
                 .iter()
-                .any(|(m, p)| *m == method && matches(p, segments))
+                .any(|(m, r)| *m == method && r.at(&path).is_ok())
         })
     }
+}
+
+/// The host's limits on a backend path.
+const MAX_SEGMENTS: usize = 16;
+const MAX_SEGMENT_LEN: usize = 512;
+
+/// Everything but the RFC 3986 unreserved characters is encoded, as the
+/// host encodes each segment: a segment never adds a `/` of its own.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn encode_path(segments: &[String]) -> String {
+    segments
+        .iter()
+        .flat_map(|s| {
+            [
+                "/".into(),
+                percent_encoding::utf8_percent_encode(s, SEGMENT).to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// The policy file as the host reads it: unknown keys are refused.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    allow: Vec<PolicyGrant>,
+    #[serde(default)]
+    limits: PolicyLimits,
+    #[serde(default)]
+    config: Option<toml::Table>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    policy: Option<PolicySection>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyGrant {
+    method: String,
+    path: String,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyLimits {
+    timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_mb: Option<usize>,
+    output_bytes: Option<usize>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    #[allow(dead_code)]
+    order: Option<i32>,
 }
 
 thread_local! {
@@ -198,6 +262,16 @@ pub(crate) fn mock_send(
     {
         return Err(BackendError::InvalidPath(format!(
             "segment {bad:?} is not allowed"
+        )));
+    }
+    if path.len() > MAX_SEGMENTS {
+        return Err(BackendError::InvalidPath(format!(
+            "the path has more than {MAX_SEGMENTS} segments"
+        )));
+    }
+    if let Some(long) = path.iter().position(|s| s.len() > MAX_SEGMENT_LEN) {
+        return Err(BackendError::InvalidPath(format!(
+            "segment {long} is longer than {MAX_SEGMENT_LEN} bytes"
         )));
     }
     let request = Request {
@@ -305,35 +379,38 @@ impl Harness {
     /// its `[[allow]]` grants are enforced like the host does, and its
     /// `[config]` table becomes the config. Panics on a malformed file.
     pub fn policy_file(mut self, text: &str) -> Self {
-        let file: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("policy file: {e}"));
-        let mut grants = Vec::new();
-        if let Some(allow) = file.get("allow") {
-            let allow = allow
-                .as_array()
-                .expect("policy file: `allow` must be an array of tables");
-            for grant in allow {
-                let method = grant
-                    .get("method")
-                    .and_then(|m| m.as_str())
-                    .expect("policy file: allow.method");
-                let path = grant
-                    .get("path")
-                    .and_then(|p| p.as_str())
-                    .expect("policy file: allow.path");
-                assert!(
-                    path.starts_with('/'),
-                    "policy file: path {path:?} must start with /"
-                );
-                let method = Method::parse(method)
-                    .unwrap_or_else(|| panic!("policy file: unknown method {method}"));
-                grants.push((method, split(path)));
-            }
+        let file: PolicyFile =
+            toml::from_str(text).unwrap_or_else(|e| panic!("policy file refused: {e}"));
+        let l = &file.limits;
+        assert!(
+            l.memory_mb.is_none_or(|m| (1..=1024).contains(&m)),
+            "policy file refused: limits.memory_mb must be 1 to 1024"
+        );
+        assert!(
+            l.timeout_ms != Some(0) && l.fuel != Some(0) && l.output_bytes != Some(0),
+            "policy file refused: limits must be above zero"
+        );
+        let mut grants: Vec<(Method, matchit::Router<()>)> = Vec::new();
+        for PolicyGrant { method, path } in &file.allow {
+            let method = Method::parse(method)
+                .unwrap_or_else(|| panic!("policy file refused: unknown method {method:?}"));
+            assert!(
+                path.starts_with('/') && !path.contains(['?', '#']) && !path.contains(".."),
+                "policy file refused: path {path:?} must be absolute, without '?', '#' or '..'"
+            );
+            let router = match grants.iter().position(|(m, _)| *m == method) {
+                Some(i) => &mut grants[i].1,
+                None => {
+                    grants.push((method, matchit::Router::new()));
+                    &mut grants.last_mut().expect("just pushed").1
+                }
+            };
+            router
+                .insert(path.as_str(), ())
+                .unwrap_or_else(|e| panic!("policy file refused: path {path:?}: {e}"));
         }
         self.mock_mut().grants = Some(grants);
-        let config = file
-            .get("config")
-            .cloned()
-            .unwrap_or_else(|| toml::Value::Table(Default::default()));
+        let config = file.config.unwrap_or_default();
         self.ctx.config_json = serde_json::to_string(&config).expect("config is JSON-able");
         self
     }
@@ -606,6 +683,48 @@ mod tests {
         assert!(h.granted(Method::Post, "/api/items/1/ping"));
         assert!(!h.granted(Method::Get, "/api/items/1/ping"));
         assert!(!h.granted(Method::Post, "/api/items/1/2/ping"));
+    }
+
+    #[test]
+    fn grants_and_refusals_match_the_hosts() {
+        let h = Harness::new(tools()).policy_file(
+            "[[allow]]\nmethod = \"POST\"\npath = \"/api/files/{*rest}\"\n\
+             [[allow]]\nmethod = \"POST\"\npath = \"/api/x/\"\n[policy]\norder = 3\n",
+        );
+        // A catch-all takes any number of segments, as matchit does.
+        assert!(h.granted(Method::Post, "/api/files/a/b/c"));
+        // Paths match exactly: a trailing '/' in a grant is part of it.
+        assert!(!h.granted(Method::Post, "/api/x"));
+        // Over the host's 16 segments: an invalid path, not a grant question
+        // (the catch-all grants it).
+        let mut deep: Vec<String> = (0..15).map(|i| i.to_string()).collect();
+        deep.splice(0..0, ["api".to_string(), "files".to_string()]);
+        let err = h.invoke("ping", json!({ "path": deep })).unwrap_err();
+        assert!(err.to_string().contains("more than 16 segments"), "{err}");
+        assert!(h.requests().is_empty(), "refused before sending");
+        for (text, why) in [
+            ("[limit]\ntimeout_ms = 1\n", "unknown field"),
+            (
+                "[[allow]]\nmethod = \"GET\"\nmehtod = \"x\"\npath = \"/a\"\n",
+                "unknown field",
+            ),
+            ("[limits]\nmemory_mb = 4096\n", "memory_mb"),
+            ("[limits]\noutput_bytes = 0\n", "above zero"),
+            (
+                "[[allow]]\nmethod = \"GET\"\npath = \"/a/../b\"\n",
+                "absolute",
+            ),
+        ] {
+            let payload = std::panic::catch_unwind(|| Harness::new(tools()).policy_file(text))
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} was accepted"));
+            let err = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            assert!(err.contains(why), "{text:?}: {err}");
+        }
     }
 
     #[test]
