@@ -329,25 +329,25 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest, ApiError> {
     // The first key present names the session, and only it is checked: a
     // proxy's own `correlationId` does not fail a request that has a good
     // `sessionId`.
-    let mut session_id = None;
     let chosen = ["sessionId", "conversationId", "correlationId", "threadId"]
         .into_iter()
         .find_map(|key| match metadata.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some((key, v)),
         });
-    match chosen {
-        None => {}
-        Some((_, Value::String(s))) if valid_session_id(s) => session_id = Some(s.clone()),
-        Some((key, Value::String(_))) => errors.push(FieldError::new(
-            format!("metadata.{key}"),
-            "must be 1 to 100 characters of letters, digits, '.', '_', ':' or '-'",
-        )),
-        Some((key, _)) => errors.push(FieldError::new(
-            format!("metadata.{key}"),
-            "must be a string",
-        )),
-    }
+    let session_id = match chosen {
+        None => None,
+        Some((_, Value::String(s))) if valid_session_id(s) => Some(s.clone()),
+        Some((key, v)) => {
+            let problem = if v.is_string() {
+                "must be 1 to 100 characters of letters, digits, '.', '_', ':' or '-'"
+            } else {
+                "must be a string"
+            };
+            errors.push(FieldError::new(format!("metadata.{key}"), problem));
+            None
+        }
+    };
     if errors.is_empty() {
         Ok(ChatRequest {
             prompt,

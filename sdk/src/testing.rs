@@ -154,12 +154,7 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 fn encode_path(segments: &[String]) -> String {
     segments
         .iter()
-        .flat_map(|s| {
-            [
-                "/".into(),
-                percent_encoding::utf8_percent_encode(s, SEGMENT).to_string(),
-            ]
-        })
+        .map(|s| format!("/{}", percent_encoding::utf8_percent_encode(s, SEGMENT)))
         .collect()
 }
 

@@ -88,9 +88,6 @@ pub fn local(root: &Path) -> Result<()> {
     let bin = root.join("target/release");
     let real_atlas = std::env::var("API_BASE").is_ok_and(|v| !v.trim().is_empty());
     let real_model = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
-    // The stub's signing secret only with the stub: a real Atlas signs with
-    // its own (`JWT_SECRET_KEY` from the environment, when given).
-    let secret = env_or("JWT_SECRET_KEY", &stub_secret(&bin)?);
     let port = env_or("PORT", "4005");
     let admin_token = env_or("ADMIN_TOKEN", "local-admin");
     let mut children = Vec::new();
@@ -101,16 +98,24 @@ pub fn local(root: &Path) -> Result<()> {
         .env("LOG_FORMAT", env_or("LOG_FORMAT", "pretty"))
         .env("PLUGIN_DIR", env_or("PLUGIN_DIR", "target/plugins"))
         .env("ADMIN_TOKEN", &admin_token);
-    if !real_atlas {
-        host.env("JWT_SECRET_KEY", &secret);
-    }
-    if !real_atlas {
+    // The stub's signing secret only with the stub: a real Atlas signs with
+    // its own (`JWT_SECRET_KEY` from the environment, when given).
+    let stub_jwt_secret = if real_atlas {
+        None
+    } else {
+        let given = std::env::var("JWT_SECRET_KEY")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        Some(given.map_or_else(|| stub_secret(&bin), Ok)?)
+    };
+    if let Some(secret) = &stub_jwt_secret {
+        host.env("JWT_SECRET_KEY", secret);
         let atlas_port = env_or("ATLAS_STUB_PORT", "8081");
         let mut g = Guard(
             "atlas-stub",
             Command::new(bin.join("atlas-stub"))
                 .env("ATLAS_STUB_PORT", &atlas_port)
-                .env("STUB_JWT_SECRET", &secret)
+                .env("STUB_JWT_SECRET", secret)
                 .stdout(Stdio::null())
                 .spawn()?,
         );
@@ -137,11 +142,11 @@ pub fn local(root: &Path) -> Result<()> {
     let mut h = Guard("agent-host", host.spawn()?);
     wait_http(&format!("http://127.0.0.1:{port}/health/live"), &mut h)?;
     println!("\nAtlas Agent Host is up on http://127.0.0.1:{port}  (Ctrl-C stops everything)");
-    if !real_atlas {
+    if let Some(secret) = &stub_jwt_secret {
         let token = String::from_utf8(
             Command::new(bin.join("atlas-stub"))
                 .args(["token", "admin@acme.test"])
-                .env("STUB_JWT_SECRET", &secret)
+                .env("STUB_JWT_SECRET", secret)
                 .output()?
                 .stdout,
         )?;

@@ -1022,7 +1022,6 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
         if name.is_empty() || file_name.starts_with('.') {
             continue;
         }
-        let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         let read = async {
             let meta = tokio::fs::metadata(&path).await?;
             if !meta.is_file() {
@@ -1035,7 +1034,7 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
             Ok(Some(wasm)) => (wasm, None),
             Ok(None) => continue,
             // Gone between the listing and the read: a deletion.
-            Err(e) if not_found(&e) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read plugin");
                 (Vec::new(), Some(format!("cannot read {file_name}: {e}")))
@@ -1044,7 +1043,7 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
         let policy_path = dir.join(format!("{name}.policy.toml"));
         let policy_text = match tokio::fs::read_to_string(&policy_path).await {
             Ok(text) => Some(text),
-            Err(e) if not_found(&e) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
                 tracing::warn!(path = %policy_path.display(), error = %e, "cannot read policy file");
                 unreadable.get_or_insert(format!("cannot read {name}.policy.toml: {e}"));
