@@ -313,17 +313,38 @@ impl Config {
             admin_token: r.opt(ADMIN_TOKEN),
             otlp_endpoint: r.opt(OTEL_EXPORTER_OTLP_ENDPOINT),
         };
-        if config.rate_limit_max == 0 {
+        // A zero here would refuse every request or every plugin later
+        // (a plugin limit of 0 fails every policy file that leaves it out).
+        let zero = [
+            (RATE_LIMIT_MAX, config.rate_limit_max == 0),
+            (RATE_LIMIT_WINDOW_MS, config.rate_limit_window.is_zero()),
+            (PLUGIN_TIMEOUT_MS, config.plugin_limits.timeout.is_zero()),
+            (PLUGIN_FUEL, config.plugin_limits.fuel == 0),
+            (
+                PLUGIN_OUTPUT_MAX_BYTES,
+                config.plugin_limits.output_bytes == 0,
+            ),
+        ];
+        if let Some((name, _)) = zero.into_iter().find(|(_, zero)| *zero) {
             return Err(ConfigError {
-                name: RATE_LIMIT_MAX,
+                name,
                 problem: "must be at least 1".into(),
             });
         }
-        if config.rate_limit_window.is_zero() {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log_level) {
             return Err(ConfigError {
-                name: RATE_LIMIT_WINDOW_MS,
-                problem: "must be at least 1".into(),
+                name: LOG_LEVEL,
+                problem: format!(
+                    "{:?} is not a level (error..trace) or a tracing filter: {e}",
+                    config.log_level
+                ),
             });
+        }
+        if let Some(url) = &config.redis_url {
+            check_redis_url(url)?;
+        }
+        if let Some(token) = &config.admin_token {
+            check_admin_token(token)?;
         }
         Ok(config)
     }
@@ -354,6 +375,42 @@ pub fn decode_jwt_secret(raw: &str) -> Option<Vec<u8>> {
         .or_else(|_| url_safe.decode(&cleaned))
         .ok()
         .filter(|k| !k.is_empty())
+}
+
+/// The admin API reloads plugins: its token must not be guessable, and an
+/// unedited placeholder (`<...>`) must not turn it on.
+fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    const MIN: usize = 16;
+    let problem = if token.chars().count() < MIN {
+        format!("must be at least {MIN} characters (e.g. `openssl rand -hex 32`)")
+    } else if token.contains(['<', '>']) || token.chars().any(char::is_whitespace) {
+        "looks like a placeholder (it holds '<', '>' or spaces); set a random token".into()
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError {
+        name: ADMIN_TOKEN,
+        problem,
+    })
+}
+
+/// The Redis client's own parse, so a bad URL stops the start with the
+/// variable's name. The password is not echoed.
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    use redis::IntoConnectionInfo;
+    let problem = |detail: &str| ConfigError {
+        name: REDIS_URL,
+        problem: format!("not a usable Redis URL ({detail})"),
+    };
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("rediss" | "valkeys")) {
+        return Err(problem(
+            "TLS is not built into this host; use redis:// over a trusted network or a TLS sidecar",
+        ));
+    }
+    url.into_connection_info()
+        .map(drop)
+        .map_err(|e| problem(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -402,17 +459,82 @@ mod tests {
             (RATE_LIMIT_WINDOW_MS, "40000000000000"),
             (PLUGIN_MEMORY_MB, "17592186044416"),
             (PLUGIN_MEMORY_MB, "0"),
+            // A zero plugin limit used to refuse every plugin that left it
+            // to the default, and to panic on a plugin without a policy file.
+            (PLUGIN_TIMEOUT_MS, "0"),
+            (PLUGIN_FUEL, "0"),
+            (PLUGIN_OUTPUT_MAX_BYTES, "0"),
+            (RATE_LIMIT_MAX, "0"),
+            (RATE_LIMIT_WINDOW_MS, "0"),
         ] {
             let err = cfg(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{err}");
         }
         let c = cfg(&[
+            (PLUGIN_TIMEOUT_MS, "1"),
+            (PLUGIN_FUEL, "1"),
+            (PLUGIN_OUTPUT_MAX_BYTES, "1"),
             (OPENAI_MAX_RETRIES, "10"),
             (CONVERSATION_TTL_MS, "31536000000"),
         ])
         .unwrap();
         assert_eq!(c.openai_max_retries, 10);
         assert_eq!(c.conversation_ttl, Duration::from_secs(365 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_log_level_that_does_not_parse_stops_the_start() {
+        // It used to become `info` without a word.
+        let err = cfg(&[(LOG_LEVEL, "agent_host=loud")]).unwrap_err();
+        assert_eq!(err.name, LOG_LEVEL);
+        assert!(err.to_string().contains("agent_host=loud"), "{err}");
+        for ok in ["debug", "warn", "agent_host=debug,tower_http=info"] {
+            assert_eq!(cfg(&[(LOG_LEVEL, ok)]).unwrap().log_level, ok);
+        }
+    }
+
+    #[test]
+    fn a_redis_url_the_client_cannot_use_stops_the_start() {
+        for bad in [
+            "localhost:6379",
+            "redis://",
+            "rediss://cache.example:6380",
+            "redis://0.0.0.0:6379",
+        ] {
+            let err = cfg(&[(REDIS_URL, bad)]).unwrap_err();
+            assert_eq!(err.name, REDIS_URL, "{bad}: {err}");
+        }
+        let err = cfg(&[(REDIS_URL, "rediss://:secret@cache.example:6380")]).unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        for ok in ["redis://127.0.0.1:6379", "redis://:pw@redis:6379/2"] {
+            assert_eq!(
+                cfg(&[(REDIS_URL, ok)]).unwrap().redis_url.as_deref(),
+                Some(ok)
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_or_placeholder_admin_token_stops_the_start() {
+        for bad in [
+            "admin",
+            "<random string of at least 32 characters>",
+            "change me please, it is long",
+        ] {
+            let err = cfg(&[(ADMIN_TOKEN, bad)]).unwrap_err();
+            assert_eq!(err.name, ADMIN_TOKEN, "{bad}");
+            assert!(
+                !err.to_string().contains(bad),
+                "the token is not echoed: {err}"
+            );
+        }
+        let ok = "3f9c1d0e8b7a6f5e4d3c2b1a09f8e7d6";
+        assert_eq!(
+            cfg(&[(ADMIN_TOKEN, ok)]).unwrap().admin_token.as_deref(),
+            Some(ok)
+        );
+        assert!(cfg(&[]).unwrap().admin_token.is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -527,6 +528,13 @@ async fn session_owner(
     })
 }
 
+/// An id that does not decode (not UTF-8 once percent-decoded) becomes an
+/// empty one, which `session_owner` refuses with the contract's JSON 400
+/// after the token check, instead of axum's plain-text rejection.
+fn session_path_id(id: Result<Path<String>, PathRejection>) -> String {
+    id.map(|Path(id)| id).unwrap_or_default()
+}
+
 fn store_error(e: crate::sessions::StoreError) -> ApiError {
     tracing::warn!(error = %e, "session store failed");
     ApiError::Unavailable("Conversation storage is unavailable, please retry".into())
@@ -536,8 +544,9 @@ async fn get_session(
     State(s): State<Arc<AppState>>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = session_path_id(id);
     let owner = session_owner(&s, &headers, &id, &request_id).await?;
     match s
         .agent
@@ -561,8 +570,9 @@ async fn delete_session(
     State(s): State<Arc<AppState>>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = session_path_id(id);
     let owner = session_owner(&s, &headers, &id, &request_id).await?;
     if s.agent
         .sessions

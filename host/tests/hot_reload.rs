@@ -55,7 +55,7 @@ async fn watched_stack() -> Stack {
     .unwrap();
     stack
         .set("PLUGIN_WATCH", "true")
-        .set("ADMIN_TOKEN", "admin-secret");
+        .set("ADMIN_TOKEN", "admin-secret-for-tests");
     stack
 }
 
@@ -143,7 +143,7 @@ async fn a_truncated_file_is_refused_and_the_old_version_keeps_serving() {
     let admin = |host: &Host| {
         host.http
             .get(host.url("/admin/plugins"))
-            .bearer_auth("admin-secret")
+            .bearer_auth("admin-secret-for-tests")
             .send()
     };
     wait_for("the refusal", async || {

@@ -370,6 +370,36 @@ async fn a_wrong_method_gets_a_json_405_that_says_what_is_allowed() {
     host.stop().await;
 }
 
+#[tokio::test]
+async fn a_session_id_that_does_not_decode_gets_the_json_400_after_the_token() {
+    // `%FF` is not UTF-8 once decoded: axum's own rejection was plain text
+    // and came before the token was looked at.
+    let stack = Stack::new().await;
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let resp = host
+            .http
+            .request(method.clone(), host.url("/v1/sessions/%FF"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{method} without a token");
+        let resp = host
+            .http
+            .request(method.clone(), host.url("/v1/sessions/%FF"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method}");
+        let b: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(b["status"], "error", "{method}: {b}");
+        assert_eq!(b["errors"][0]["field"], "sessionId", "{method}: {b}");
+    }
+    host.stop().await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -149,7 +149,7 @@ async fn require_approval_turns_the_call_into_a_draft() {
 #[tokio::test]
 async fn each_policy_runs_only_on_the_hooks_it_declares() {
     let mut stack = stack_with_policies().await;
-    stack.set("ADMIN_TOKEN", "admin-secret");
+    stack.set("ADMIN_TOKEN", "admin-secret-for-tests");
     let host = stack.start().await;
     let (s, b) = host
         .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
@@ -160,7 +160,7 @@ async fn each_policy_runs_only_on_the_hooks_it_declares() {
     let listing: serde_json::Value = host
         .http
         .get(host.url("/admin/plugins"))
-        .bearer_auth("admin-secret")
+        .bearer_auth("admin-secret-for-tests")
         .send()
         .await
         .unwrap()

@@ -219,6 +219,45 @@ async fn active_count_uses_the_expiry_index() {
 }
 
 #[tokio::test]
+async fn the_expiry_index_stays_bounded_without_metrics_scrapes() {
+    // Entries used to leave the index only when `/metrics` was scraped, and
+    // the index had no TTL: without a scraper it grew for ever.
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack.set("CONVERSATION_TTL_MS", "800");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    for i in 0..3 {
+        host.chat(&token, prompt_in("hi", &format!("old{i}"))).await;
+    }
+    let mut c = redis.client().await;
+    let index = "test:active";
+    assert_eq!(c.zcard::<_, u64>(index).await.unwrap(), 3);
+    let ttl: i64 = c.pttl(index).await.unwrap();
+    assert!(
+        ttl > 0 && ttl <= 800,
+        "the index has the conversation TTL: {ttl}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    host.chat(&token, prompt_in("hi", "new")).await;
+    let members: Vec<String> = c.zrange(index, 0, -1).await.unwrap();
+    assert_eq!(
+        members,
+        ["1:1:new"],
+        "the append dropped the expired entries"
+    );
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        !c.exists::<_, bool>(index).await.unwrap(),
+        "the idle index expires"
+    );
+    host.stop().await;
+}
+
+#[tokio::test]
 async fn redis_outage_degrades_then_history_resumes() {
     let mut redis = RedisServer::start();
     let mut stack = Stack::new().await;

@@ -89,7 +89,10 @@ pub fn local(root: &Path) -> Result<()> {
     let real_atlas = std::env::var("API_BASE").is_ok_and(|v| !v.trim().is_empty());
     let real_model = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
     let port = env_or("PORT", "4005");
-    let admin_token = env_or("ADMIN_TOKEN", "local-admin");
+    let admin_token = std::env::var("ADMIN_TOKEN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(random_token);
     let mut children = Vec::new();
     let mut host = Command::new(bin.join("agent-host"));
     host.current_dir(root)
@@ -179,4 +182,18 @@ fn stub_secret(bin: &Path) -> Result<String> {
         bail!("atlas-stub secret failed");
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// A fresh admin token for one local run (printed with the admin API line):
+/// 128 bits from std's randomly keyed SipHash.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    (0..2)
+        .map(|_| {
+            format!(
+                "{:016x}",
+                RandomState::new().hash_one(std::time::SystemTime::now())
+            )
+        })
+        .collect()
 }

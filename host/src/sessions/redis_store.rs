@@ -6,7 +6,10 @@
 //! - `{prefix}conversation:{company}:{user}:{session}:meta`: a hash with
 //!   `bytes` (size of the list) and `updatedAt` (ms);
 //! - `{prefix}active`: a sorted set of `{company}:{user}:{session}` scored by
-//!   expiry time, so counting live conversations never scans keys.
+//!   expiry time, so counting live conversations never scans keys. Every
+//!   append drops the entries that have expired and gives the set the
+//!   conversation TTL, so it stays bounded whether or not `/metrics` is
+//!   scraped.
 //!
 //! A turn is appended by one Lua script: its messages go in together,
 //! whatever other instances append at the same moment; expiry is refreshed
@@ -39,7 +42,9 @@ end
 redis.call('HSET', KEYS[2], 'updatedAt', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[4])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[1]), ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return n
 "#;
 
