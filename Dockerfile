@@ -28,11 +28,13 @@ FROM toolchain AS build
 COPY . .
 # The cache mounts keep the registry and target dir between builds; the
 # artefacts are copied out in the same step because the mounts are not part
-# of the layer.
+# of the layer. `cargo xtask plugins` only writes files, so target/plugins is
+# emptied first: a plugin removed from plugins/ must not ship from the cache.
 RUN --mount=type=cache,id=agent-host-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=agent-host-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=agent-host-target,target=/src/target,sharing=locked \
     cargo build --release --locked -p agent-host \
+ && rm -rf target/plugins \
  && cargo xtask plugins \
  && mkdir -p /out/plugins \
  && cp target/release/agent-host /out/agent-host \

@@ -3,6 +3,7 @@
 Each subcommand prints what it checked and exits non-zero on the first
 problem list. PromQL is parsed with promql-parser (the Rust parser's Python
 binding); the same expressions are also handed to promtool by the caller.
+Metric names are checked against those host/src/telemetry.rs registers.
 
   dashboard DASHBOARD_JSON RULES_OUT   panels, targets, PromQL, metric names;
                                        writes the expressions as recording rules
@@ -12,46 +13,48 @@ binding); the same expressions are also handed to promtool by the caller.
                                        one set of host variables everywhere, all
                                        of them read by the host
   manifests BUILT_YAML DASHBOARD_JSON  cross-field facts of the built base
+  podmonitor BUILT_YAML                the PodMonitor of the built base +
+                                       components against the Deployment and
+                                       the PrometheusRule (no CRD schema here)
   docker DOCKERFILE DOCKERIGNORE COMPOSE
                                        stages compose builds exist, the image
                                        facts, nothing the build needs ignored
 """
 
 import fnmatch
+import functools
 import json
+import pathlib
 import re
 import sys
 
 import promql_parser
 import yaml
 
-COUNTERS = {
-    "agents_chat_requests_total",
-    "agents_tool_executions_total",
-    "agents_openai_api_calls_total",
-    "agents_openai_tokens_total",
-    "agents_plugin_invocations_total",
-    "agents_plugin_limit_hits_total",
-    "agents_plugin_reloads_total",
-    "agents_backend_requests_total",
-    "agents_rate_limited_total",
-    "agents_session_store_errors_total",
-}
-GAUGES = {"agents_active_conversations", "agents_ready"}
-HISTOGRAMS = {
-    "agents_chat_request_duration_seconds",
-    "agents_openai_request_duration_seconds",
-    "agents_host_overhead_seconds",
-    "agents_plugin_invocation_duration_seconds",
-    "agents_session_store_duration_seconds",
-}
+# The metrics the host registers, read from its source: the name literal passed
+# to counter(), gauge() and histogram() (host/src/telemetry.rs), or to
+# HistogramOpts::new() for a histogram registered by hand.
+TELEMETRY_RS = pathlib.Path(__file__).resolve().parent.parent / "host/src/telemetry.rs"
+# From the prometheus crate's process collector, registered on Linux.
 PROCESS_METRICS = {"process_cpu_seconds_total", "process_resident_memory_bytes"}
-ALLOWED = (
-    COUNTERS
-    | GAUGES
-    | PROCESS_METRICS
-    | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
-)
+
+
+@functools.cache
+def registered_metrics(path=TELEMETRY_RS):
+    """Every series name the host exposes, from the registration calls in path."""
+    text = path.read_text(encoding="utf-8")
+    name = r'\(\s*\w+\s*,\s*"([a-z_:][a-z0-9_:]*)"'
+    counters = set(re.findall(r"\bcounter" + name, text))
+    gauges = set(re.findall(r"\bgauge" + name, text))
+    histograms = set(re.findall(r"\bhistogram" + name, text))
+    histograms |= set(re.findall(r'\bHistogramOpts::new\(\s*"([a-z_:][a-z0-9_:]*)"', text))
+    if not (counters and gauges and histograms):
+        sys.exit(f"{path}: found no counter, gauge or histogram registrations")
+    allowed = counters | gauges | {h + s for h in histograms for s in ("_bucket", "_sum", "_count")}
+    if "ProcessCollector" in text:
+        allowed |= PROCESS_METRICS
+    return allowed
+
 
 # Grafana variables, replaced by something PromQL accepts.
 GRAFANA_VARS = [
@@ -89,7 +92,7 @@ def check_names(where, expr, problems):
     for n in names:
         if n is None:
             problems.append(f"{where}: selector without a metric name")
-        elif n not in ALLOWED:
+        elif n not in registered_metrics():
             problems.append(f"{where}: unknown metric {n!r}")
 
 
@@ -119,7 +122,7 @@ def cmd_dashboard(path, rules_out):
         if v["type"] == "query":
             if not m:
                 problems.append(f"variable {v['name']}: unexpected query {q!r}")
-            elif m.group(1) not in ALLOWED:
+            elif m.group(1) not in registered_metrics():
                 problems.append(f"variable {v['name']}: unknown metric {m.group(1)!r}")
 
     ids, exprs, cells = set(), [], {}
@@ -173,7 +176,8 @@ def cmd_dashboard(path, rules_out):
     }
     with open(rules_out, "w", encoding="utf-8") as f:
         yaml.safe_dump(rules, f, sort_keys=False)
-    print(f"  ok: {len(panels)} panels, {len(exprs)} PromQL expressions, all metric names known")
+    print(f"  ok: {len(panels)} panels, {len(exprs)} PromQL expressions, "
+          f"all metric names registered in {TELEMETRY_RS.name}")
 
 
 def cmd_rules(path, rules_out):
@@ -199,7 +203,7 @@ def cmd_rules(path, rules_out):
         fail(problems)
     with open(rules_out, "w", encoding="utf-8") as f:
         yaml.safe_dump(spec, f, sort_keys=False)
-    print(f"  ok: {count} rules, all metric names known")
+    print(f"  ok: {count} rules, all metric names registered in {TELEMETRY_RS.name}")
 
 
 def cmd_env(compose_path, configmap_path, secret_path, config_rs):
@@ -293,6 +297,63 @@ def cmd_manifests(built_path, dashboard_path):
     print(f"  ok: {len(docs)} objects; ports, probes, grace period, hardening, HPA and dashboard agree")
 
 
+def cmd_podmonitor(built_path):
+    """No schema for the monitoring.coreos.com CRDs is at hand, so the facts
+    that make the PodMonitor scrape the right thing are checked here."""
+    with open(built_path, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    problems = []
+    monitors = [d for d in docs if d.get("kind") == "PodMonitor"]
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    deps = [d for d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == "agent-host"]
+    if len(monitors) != 1 or len(rules) != 1 or len(deps) != 1:
+        fail([f"expected one PodMonitor, PrometheusRule and agent-host Deployment, "
+              f"found {len(monitors)}, {len(rules)}, {len(deps)}"])
+    pm, rule, dep = monitors[0], rules[0], deps[0]
+    pod = dep["spec"]["template"]
+    if pm.get("apiVersion") != "monitoring.coreos.com/v1":
+        problems.append(f"PodMonitor apiVersion {pm.get('apiVersion')!r}")
+    meta = pm.get("metadata", {})
+    if meta.get("namespace") != dep["metadata"].get("namespace"):
+        problems.append("PodMonitor and Deployment are in different namespaces")
+    release = meta.get("labels", {}).get("release")
+    if not release or release != rule["metadata"].get("labels", {}).get("release"):
+        problems.append(f"PodMonitor release label {release!r} differs from the PrometheusRule's")
+    spec = pm.get("spec") or {}
+    unknown = set(spec) - {"selector", "podMetricsEndpoints", "namespaceSelector", "jobLabel",
+                           "podTargetLabels", "sampleLimit"}
+    if unknown:
+        problems.append(f"PodMonitor spec keys not expected here: {sorted(unknown)}")
+    selector = spec.get("selector") or {}
+    match = selector.get("matchLabels") or {}
+    pod_labels = pod["metadata"].get("labels", {})
+    if set(selector) != {"matchLabels"} or not match:
+        problems.append("PodMonitor selector is not a non-empty matchLabels")
+    elif any(pod_labels.get(k) != v for k, v in match.items()):
+        problems.append(f"PodMonitor selector {match} does not match the pod labels {pod_labels}")
+    # The Redis pods must not be selected as well.
+    for d in docs:
+        if d.get("kind") in ("Deployment", "StatefulSet") and d is not dep:
+            labels = d["spec"]["template"]["metadata"].get("labels", {})
+            if match and all(labels.get(k) == v for k, v in match.items()):
+                problems.append(f"PodMonitor selector also matches {d['kind']} {d['metadata']['name']}")
+    port_names = {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    endpoints = spec.get("podMetricsEndpoints") or []
+    if not endpoints:
+        problems.append("PodMonitor has no podMetricsEndpoints")
+    for e in endpoints:
+        if e.get("port") not in port_names:
+            problems.append(f"PodMonitor port {e.get('port')!r} is not a container port name {sorted(port_names)}")
+        if e.get("path") != "/metrics":
+            problems.append(f"PodMonitor path {e.get('path')!r} is not /metrics")
+    if pod["metadata"].get("annotations", {}).get("prometheus.io/path") != "/metrics":
+        problems.append("the prometheus.io/path annotation is not /metrics")
+    if problems:
+        fail(problems)
+    print(f"  ok: PodMonitor selects the agent-host pods only, port {endpoints[0]['port']!r}, "
+          f"/metrics, release {release!r} as the PrometheusRule (structure only: no CRD schema)")
+
+
 # What `cargo build` and `cargo xtask plugins` read inside the image build.
 BUILD_INPUTS = [
     "Cargo.toml",
@@ -347,6 +408,9 @@ def cmd_docker(dockerfile, dockerignore, compose_path):
         (r"rustup target add wasm32-wasip2", "the wasm32-wasip2 target"),
         (r"cargo build --release --locked -p agent-host", "the release build of agent-host"),
         (r"cargo xtask plugins", "the plugin build"),
+        # target/ is a cache mount: without this a deleted plugin still ships.
+        (r"rm -rf target/plugins\s*\\\n\s*&& cargo xtask plugins",
+         "target/plugins emptied right before `cargo xtask plugins`"),
     ):
         if not re.search(needle, text, re.M):
             problems.append(f"Dockerfile lacks {what}")
@@ -364,6 +428,7 @@ if __name__ == "__main__":
         "rules": cmd_rules,
         "env": cmd_env,
         "manifests": cmd_manifests,
+        "podmonitor": cmd_podmonitor,
         "docker": cmd_docker,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

@@ -20,7 +20,9 @@
 #   REDIS              1 = conversations and rate limits in Redis (default),
 #                      0 = in-memory stores, no Redis started
 #   USERS              comma list of stub users to mint tokens for; VUs are
-#                      spread over them (default: the three stub users with a company)
+#                      spread over them (default: the three stub users with a
+#                      company and a role the host allows; viewer@acme.test,
+#                      VIEW_ONLY, is left out)
 #   WARMUP_CHATS       chats sent to each host before measuring (default 20)
 #   SKIP_BUILD         1 = use the binaries and plugins already in target/
 #   BIN_DIR            where the binaries are (default target/release)
