@@ -10,7 +10,7 @@ use crate::telemetry::Metrics;
 
 /// Bytes of a backend answer the host accepts for a plugin.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
-const MAX_SEGMENTS: usize = 16;
+pub(crate) const MAX_SEGMENTS: usize = 16;
 const MAX_SEGMENT_LEN: usize = 512;
 
 /// Everything but the RFC 3986 unreserved characters is encoded, so a

@@ -38,6 +38,8 @@ pub const BIND_ADDRESS: &str = "BIND_ADDRESS";
 pub const API_BASE: &str = "API_BASE";
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 pub const OPENAI_MODEL: &str = "OPENAI_MODEL";
+pub const OPENAI_ORG_ID: &str = "OPENAI_ORG_ID";
+pub const OPENAI_PROJECT_ID: &str = "OPENAI_PROJECT_ID";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 pub const OPENAI_TIMEOUT_MS: &str = "OPENAI_TIMEOUT_MS";
 pub const OPENAI_MAX_RETRIES: &str = "OPENAI_MAX_RETRIES";
@@ -104,6 +106,9 @@ pub struct Config {
     pub bind_address: std::net::IpAddr,
     pub api_base: String,
     pub openai_api_key: Option<String>,
+    /// Sent as `OpenAI-Organization` / `OpenAI-Project` when not empty.
+    pub openai_org_id: String,
+    pub openai_project_id: String,
     pub openai_model: String,
     pub openai_base_url: String,
     pub openai_timeout: Duration,
@@ -262,6 +267,8 @@ impl Config {
                 .trim_end_matches('/')
                 .to_string(),
             openai_api_key: r.opt(OPENAI_API_KEY),
+            openai_org_id: r.string(OPENAI_ORG_ID, ""),
+            openai_project_id: r.string(OPENAI_PROJECT_ID, ""),
             openai_model: r.string(OPENAI_MODEL, "gpt-4o-mini"),
             openai_base_url: r
                 .string(OPENAI_BASE_URL, "https://api.openai.com/v1")
@@ -299,7 +306,7 @@ impl Config {
             rate_limit_max: r.parse(RATE_LIMIT_MAX, 30u32)?,
             rate_limit_window: r.millis(RATE_LIMIT_WINDOW_MS, 60_000)?,
             flood_guard_per_second: r.parse(FLOOD_GUARD_PER_SECOND, 50u32)?,
-            max_concurrent_requests: r.parse(MAX_CONCURRENT_REQUESTS, 512usize)?.max(1),
+            max_concurrent_requests: r.bounded(MAX_CONCURRENT_REQUESTS, 512usize, 1..=1_000_000)?,
             request_timeout: r.millis(REQUEST_TIMEOUT_MS, 120_000)?,
             shutdown_grace: r.millis(SHUTDOWN_GRACE_MS, 25_000)?,
             plugin_dir: PathBuf::from(r.string(PLUGIN_DIR, "target/plugins")),
@@ -342,6 +349,27 @@ impl Config {
         }
         if let Some(url) = &config.redis_url {
             check_redis_url(url)?;
+        }
+        // The model client builds these headers on every call and panics on
+        // a value a header cannot hold (a newline left by `kubectl create
+        // secret --from-file`, say): refuse it here, without echoing it.
+        let key = config
+            .openai_api_key
+            .as_deref()
+            .map(|k| format!("Bearer {k}"));
+        for (name, value) in [
+            (OPENAI_API_KEY, key.as_deref()),
+            (OPENAI_ORG_ID, Some(config.openai_org_id.as_str())),
+            (OPENAI_PROJECT_ID, Some(config.openai_project_id.as_str())),
+        ] {
+            if value.is_some_and(|v| axum::http::HeaderValue::from_str(v).is_err()) {
+                return Err(ConfigError {
+                    name,
+                    problem: "holds a character an HTTP header cannot carry (a line break or \
+                              another control character?)"
+                        .into(),
+                });
+            }
         }
         if let Some(token) = &config.admin_token {
             check_admin_token(token)?;
@@ -466,6 +494,9 @@ mod tests {
             (PLUGIN_OUTPUT_MAX_BYTES, "0"),
             (RATE_LIMIT_MAX, "0"),
             (RATE_LIMIT_WINDOW_MS, "0"),
+            // Past tokio's semaphore limit, which panics.
+            (MAX_CONCURRENT_REQUESTS, "18446744073709551615"),
+            (MAX_CONCURRENT_REQUESTS, "0"),
         ] {
             let err = cfg(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{err}");
@@ -535,6 +566,26 @@ mod tests {
             Some(ok)
         );
         assert!(cfg(&[]).unwrap().admin_token.is_none());
+    }
+
+    #[test]
+    fn model_header_values_a_header_cannot_carry_stop_the_start() {
+        // async-openai builds these headers with `unwrap` on every call.
+        for (name, bad) in [
+            (OPENAI_API_KEY, "sk-one\ntwo"),
+            (OPENAI_ORG_ID, "org\u{7}x"),
+            (OPENAI_PROJECT_ID, "proj\r\nX-Injected: 1"),
+        ] {
+            let err = cfg(&[(name, bad)]).unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+            assert!(!err.to_string().contains(bad), "not echoed: {err}");
+        }
+        // Surrounding white space (a trailing newline) is trimmed, as for
+        // every variable.
+        let c = cfg(&[(OPENAI_API_KEY, "sk-test\n"), (OPENAI_ORG_ID, " org-1 ")]).unwrap();
+        assert_eq!(c.openai_api_key.as_deref(), Some("sk-test"));
+        assert_eq!(c.openai_org_id, "org-1");
+        assert_eq!(c.openai_project_id, "");
     }
 
     #[test]

@@ -159,9 +159,14 @@ impl OpenAiModel {
             .layer(OpenAIRetryLayer::new(config.openai_max_retries))
             .service(ReqwestService::new(http.clone()));
         let client = Client::with_config(
+            // Every value explicit and checked by `Config`: `new()` alone
+            // would read the organisation and project ids from the
+            // environment unchecked.
             OpenAIConfig::new()
                 .with_api_key(api_key)
-                .with_api_base(&config.openai_base_url),
+                .with_api_base(&config.openai_base_url)
+                .with_org_id(&config.openai_org_id)
+                .with_project_id(&config.openai_project_id),
         )
         .with_http_client(http)
         .with_http_service(service);

@@ -115,7 +115,7 @@ impl RateLimiter {
         let counter = self
             .local
             .get_with((key.to_string(), window), || Arc::new(AtomicU32::new(0)));
-        counter.fetch_add(1, Ordering::Relaxed) + 1
+        counter.fetch_add(1, Ordering::Relaxed).saturating_add(1)
     }
 }
 

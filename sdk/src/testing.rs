@@ -393,6 +393,11 @@ impl Harness {
                 path.starts_with('/') && !path.contains(['?', '#']) && !path.contains(".."),
                 "policy file refused: path {path:?} must be absolute, without '?', '#' or '..'"
             );
+            let segments = path[1..].split('/').count();
+            assert!(
+                segments <= MAX_SEGMENTS,
+                "policy file refused: path {path:?} has {segments} segments, more than a call can have ({MAX_SEGMENTS})"
+            );
             let router = match grants.iter().position(|(m, _)| *m == method) {
                 Some(i) => &mut grants[i].1,
                 None => {
@@ -708,6 +713,10 @@ mod tests {
             (
                 "[[allow]]\nmethod = \"GET\"\npath = \"/a/../b\"\n",
                 "absolute",
+            ),
+            (
+                "[[allow]]\nmethod = \"GET\"\npath = \"/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q\"\n",
+                "17 segments",
             ),
         ] {
             let payload = std::panic::catch_unwind(|| Harness::new(tools()).policy_file(text))

@@ -98,6 +98,17 @@ impl Manifest {
                     g.path
                 ));
             }
+            // No call path has more segments than this, so a longer grant
+            // could never match; refusing it also keeps the file away from
+            // matchit's parameter limit, which panics.
+            let segments = g.path[1..].split('/').count();
+            if segments > crate::backend::MAX_SEGMENTS {
+                return Err(format!(
+                    "allow: path {:?} has {segments} segments, more than a call can have ({})",
+                    g.path,
+                    crate::backend::MAX_SEGMENTS
+                ));
+            }
             let router = match routes.iter_mut().find(|(m, _)| *m == method) {
                 Some((_, r)) => r,
                 None => {
@@ -209,6 +220,21 @@ mod tests {
         assert_eq!(m.limits.memory_bytes, 1 << 30);
         assert!(m.declares_policy);
         assert!(!Manifest::empty(&defaults()).declares_policy);
+    }
+
+    #[test]
+    fn a_grant_longer_than_any_call_path_is_refused_not_a_panic() {
+        // matchit panics on a route with too many parameters; a file like
+        // this once took the host (or its folder watcher) down.
+        let params: String = (0..30).map(|i| format!("/{{p{i}}}")).collect();
+        let text = format!("[[allow]]\nmethod = \"GET\"\npath = \"{params}\"\n");
+        let err = Manifest::parse(&text, &defaults()).unwrap_err();
+        assert!(err.contains("30 segments"), "{err}");
+        let sixteen: String = (0..16).map(|i| format!("/{{p{i}}}")).collect();
+        let text = format!("[[allow]]\nmethod = \"GET\"\npath = \"{sixteen}\"\n");
+        let m = Manifest::parse(&text, &defaults()).unwrap();
+        let call: String = (0..16).map(|i| format!("/v{i}")).collect();
+        assert!(m.allows("GET", &call));
     }
 
     #[test]
