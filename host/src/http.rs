@@ -21,6 +21,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
@@ -173,9 +174,22 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     app.fallback(|| async { ApiError::NotFound("No such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(cors)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// A bug that panics inside a handler answers the contract's JSON 500 (with
+/// CORS and request-id headers, which are added outside this layer) and is
+/// logged, instead of resetting the connection with no answer.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    ApiError::Internal(format!("a handler panicked: {what}")).into_response()
 }
 
 // ---------------------------------------------------------------- health
@@ -622,6 +636,33 @@ async fn admin_reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_the_json_500_not_a_reset() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            panic!("kaboom at a private detail")
+        }
+        let app: Router = Router::new()
+            .route("/boom", get(boom))
+            .layer(CatchPanicLayer::custom(panic_response));
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .uri("/boom")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["message"], "Internal error", "no detail for the client");
+    }
 
     fn problems(body: &str) -> Vec<String> {
         match parse_chat(body.as_bytes()) {
