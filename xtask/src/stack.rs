@@ -34,11 +34,13 @@ impl Drop for Guard {
     }
 }
 
+/// A variable's value; blank counts as unset, as in the host.
+fn env_opt(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_string())
+    env_opt(name).unwrap_or_else(|| default.to_string())
 }
 
 fn wait_http(url: &str, child: &mut Guard) -> Result<()> {
@@ -86,13 +88,10 @@ pub fn local(root: &Path) -> Result<()> {
         bail!("build failed");
     }
     let bin = root.join("target/release");
-    let real_atlas = std::env::var("API_BASE").is_ok_and(|v| !v.trim().is_empty());
-    let real_model = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.trim().is_empty());
+    let real_atlas = env_opt("API_BASE").is_some();
+    let real_model = env_opt("OPENAI_API_KEY").is_some();
     let port = env_or("PORT", "4005");
-    let admin_token = std::env::var("ADMIN_TOKEN")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(random_token);
+    let admin_token = env_opt("ADMIN_TOKEN").unwrap_or_else(random_token);
     let mut children = Vec::new();
     let mut host = Command::new(bin.join("agent-host"));
     host.current_dir(root)
@@ -106,10 +105,7 @@ pub fn local(root: &Path) -> Result<()> {
     let stub_jwt_secret = if real_atlas {
         None
     } else {
-        let given = std::env::var("JWT_SECRET_KEY")
-            .ok()
-            .filter(|v| !v.trim().is_empty());
-        Some(given.map_or_else(|| stub_secret(&bin), Ok)?)
+        Some(env_opt("JWT_SECRET_KEY").map_or_else(|| stub_secret(&bin), Ok)?)
     };
     if let Some(secret) = &stub_jwt_secret {
         host.env("JWT_SECRET_KEY", secret);
