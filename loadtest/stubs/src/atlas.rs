@@ -106,7 +106,8 @@ impl AtlasStub {
         })
     }
 
-    /// Every request received so far, in arrival order, including refused ones.
+    /// The requests received so far (the latest `record::RECORD_MAX`), in
+    /// arrival order, including refused ones.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.log.all()
     }

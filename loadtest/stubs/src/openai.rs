@@ -91,8 +91,8 @@ impl OpenAiStub {
         })
     }
 
-    /// Every request received so far (except the `/__requests` control
-    /// endpoint), in arrival order.
+    /// The requests received so far (the latest `record::RECORD_MAX`; not the
+    /// `/__requests` control endpoint), in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.log.all()
     }

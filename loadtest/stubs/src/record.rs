@@ -1,6 +1,6 @@
 //! Request recording shared by both stubs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -42,16 +42,35 @@ impl RecordedRequest {
 /// Largest body the stubs buffer; bigger ones are recorded empty and refused.
 pub(crate) const MAX_BODY: usize = 16 * 1024 * 1024;
 
+/// Requests a stub keeps: the latest this many. A load run sends hundreds of
+/// thousands, and keeping them all grew the model stub past 700 MB in a
+/// 20-second run; tests look at a few.
+pub const RECORD_MAX: usize = 10_000;
+
 #[derive(Clone, Default)]
-pub(crate) struct RequestLog(Arc<Mutex<Vec<RecordedRequest>>>);
+pub(crate) struct RequestLog(Arc<Mutex<VecDeque<RecordedRequest>>>);
 
 impl RequestLog {
     pub(crate) fn push(&self, r: RecordedRequest) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == RECORD_MAX {
+            log.pop_front();
+        }
+        log.push_back(r);
     }
 
     pub(crate) fn all(&self) -> Vec<RecordedRequest> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub(crate) fn clear(&self) {
@@ -92,4 +111,30 @@ pub(crate) async fn capture(log: &RequestLog, req: Request) -> (Parts, Option<By
         body,
     });
     (parts, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: usize) -> RecordedRequest {
+        RecordedRequest {
+            method: "GET".into(),
+            path: format!("/{n}"),
+            headers: BTreeMap::new(),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_log_keeps_the_latest_requests_only() {
+        let log = RequestLog::default();
+        for n in 0..RECORD_MAX + 5 {
+            log.push(request(n));
+        }
+        assert_eq!(log.len(), RECORD_MAX);
+        let all = log.all();
+        assert_eq!(all[0].path, "/5", "the oldest five were dropped");
+        assert_eq!(all[RECORD_MAX - 1].path, format!("/{}", RECORD_MAX + 4));
+    }
 }
