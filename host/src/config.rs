@@ -75,10 +75,10 @@ pub const PLUGIN_FUEL: &str = "PLUGIN_FUEL";
 pub const PLUGIN_MEMORY_MB: &str = "PLUGIN_MEMORY_MB";
 pub const PLUGIN_OUTPUT_MAX_BYTES: &str = "PLUGIN_OUTPUT_MAX_BYTES";
 pub const PLUGIN_WATCH: &str = "PLUGIN_WATCH";
+pub const PLUGIN_COMPILE: &str = "PLUGIN_COMPILE";
+pub const WORKER_THREADS: &str = "WORKER_THREADS";
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-/// Read by glibc itself and by `alloc::limit_malloc_arenas`, before the rest.
-pub const MALLOC_ARENA_MAX: &str = "MALLOC_ARENA_MAX";
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,16 @@ pub struct PluginLimits {
     pub fuel: u64,
     pub memory_bytes: usize,
     pub output_bytes: usize,
+}
+
+/// Where plugins are compiled (`PLUGIN_COMPILE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PluginCompile {
+    /// In a child process running the host's own program, when the host
+    /// knows it (`Config::compiler_program`); otherwise inline.
+    Process,
+    /// In the host process.
+    Inline,
 }
 
 #[derive(Clone, Debug)]
@@ -142,6 +152,15 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     pub plugin_limits: PluginLimits,
     pub plugin_watch: bool,
+    pub plugin_compile: PluginCompile,
+    /// The program run as `<program> --compile-plugin` when `plugin_compile`
+    /// is `Process`. Not read from the environment: the `agent-host` binary
+    /// sets it to itself; embedders and tests leave it `None` and compile
+    /// inline.
+    pub compiler_program: Option<PathBuf>,
+    /// Threads that run requests (`WORKER_THREADS`); `None`: one per CPU the
+    /// process may use, container CPU limits included.
+    pub worker_threads: Option<usize>,
     pub admin_token: Option<String>,
     pub otlp_endpoint: Option<String>,
 }
@@ -317,6 +336,22 @@ impl Config {
                 output_bytes: r.parse(PLUGIN_OUTPUT_MAX_BYTES, 1usize << 20)?,
             },
             plugin_watch: r.flag(PLUGIN_WATCH, true)?,
+            plugin_compile: match r
+                .string(PLUGIN_COMPILE, "process")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "process" => PluginCompile::Process,
+                "inline" => PluginCompile::Inline,
+                other => {
+                    return Err(ConfigError {
+                        name: PLUGIN_COMPILE,
+                        problem: format!("{other:?}: expected process or inline"),
+                    });
+                }
+            },
+            compiler_program: None,
+            worker_threads: worker_threads(source)?,
             admin_token: r.opt(ADMIN_TOKEN),
             otlp_endpoint: r.opt(OTEL_EXPORTER_OTLP_ENDPOINT),
         };
@@ -375,6 +410,16 @@ impl Config {
             check_admin_token(token)?;
         }
         Ok(config)
+    }
+}
+
+/// `WORKER_THREADS`, read on its own because the runtime is built before
+/// the rest of the configuration is read.
+pub fn worker_threads(source: &dyn Source) -> Result<Option<usize>, ConfigError> {
+    let r = Reader { source };
+    match r.opt(WORKER_THREADS) {
+        None => Ok(None),
+        Some(_) => r.bounded(WORKER_THREADS, 1usize, 1..=1024).map(Some),
     }
 }
 
@@ -511,6 +556,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.openai_max_retries, 10);
         assert_eq!(c.conversation_ttl, Duration::from_secs(365 * 24 * 3600));
+    }
+
+    #[test]
+    fn worker_threads_and_plugin_compile_are_checked() {
+        // tokio panics on a bad TOKIO_WORKER_THREADS; ours is checked first.
+        for (name, value) in [
+            (WORKER_THREADS, "0"),
+            (WORKER_THREADS, "many"),
+            (WORKER_THREADS, "100000"),
+            (PLUGIN_COMPILE, "jit"),
+        ] {
+            let err = cfg(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name, "{err}");
+        }
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.worker_threads, None);
+        assert_eq!(c.plugin_compile, PluginCompile::Process);
+        assert_eq!(
+            c.compiler_program, None,
+            "only the binary knows its program"
+        );
+        let c = cfg(&[(WORKER_THREADS, " 3 "), (PLUGIN_COMPILE, "Inline")]).unwrap();
+        assert_eq!(c.worker_threads, Some(3));
+        assert_eq!(c.plugin_compile, PluginCompile::Inline);
     }
 
     #[test]

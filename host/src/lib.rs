@@ -37,10 +37,11 @@ use tokio::sync::watch;
 
 use crate::agent::Agent;
 use crate::backend::Backend;
-use crate::config::Config;
+use crate::config::{Config, PluginCompile};
 use crate::identity::Identity;
 use crate::llm::{ChatModel, OpenAiModel};
 use crate::plugins::PluginHost;
+use crate::plugins::compile::Compiler;
 use crate::ratelimit::RateLimiter;
 use crate::sessions::{Bounds, MemoryStore, RedisStore, SessionStore, redis_pool};
 use crate::telemetry::Metrics;
@@ -106,15 +107,27 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
         Some(key) => Some(Arc::new(OpenAiModel::new(&config, key, metrics.clone())?)),
         None => None,
     };
-    let plugins = Arc::new(PluginHost::new(
-        config.plugin_dir.clone(),
-        config.plugin_limits.clone(),
-        backend.clone(),
-        metrics.clone(),
-    )?);
+    let compiler = match (&config.plugin_compile, &config.compiler_program) {
+        (PluginCompile::Process, Some(program)) => Compiler::Process {
+            program: program.clone(),
+            timeout: plugins::compile::COMPILE_TIMEOUT,
+        },
+        _ => Compiler::Inline,
+    };
+    let compiler_kind = compiler.describe();
+    let plugins = Arc::new(
+        PluginHost::new(
+            config.plugin_dir.clone(),
+            config.plugin_limits.clone(),
+            backend.clone(),
+            metrics.clone(),
+        )?
+        .with_compiler(compiler),
+    );
     let report = plugins.reload().await;
     tracing::info!(
         dir = %config.plugin_dir.display(),
+        compiler = compiler_kind,
         loaded = ?report.loaded,
         refused = ?report.refused,
         "plugins loaded"

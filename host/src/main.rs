@@ -5,12 +5,36 @@ use std::net::SocketAddr;
 
 use agent_host::config::Config;
 
+#[global_allocator]
+static GLOBAL: agent_host::alloc::Allocator = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
-    agent_host::alloc::limit_malloc_arenas();
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            agent_host::plugins::compile::CHILD_FLAG,
+        ))
     {
+        // The plugin compiler the host runs as its own child process.
+        return std::process::ExitCode::from(agent_host::plugins::compile::child_main());
+    }
+    agent_host::alloc::tune();
+    let workers = match agent_host::config::worker_threads(&agent_host::config::ProcessEnv) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("agent-host: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Set explicitly, so tokio never reads (and panics on) its own
+    // TOKIO_WORKER_THREADS. The default follows the CPUs this process may
+    // use, a container's CPU limit included.
+    runtime.worker_threads(
+        workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }),
+    );
+    match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(serve()),
         Err(e) => {
             eprintln!("agent-host: cannot start the async runtime: {e}");
@@ -20,7 +44,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve() -> std::process::ExitCode {
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("agent-host: {e}");
@@ -32,6 +56,7 @@ async fn serve() -> std::process::ExitCode {
         config.log_json,
         config.otlp_endpoint.as_deref(),
     );
+    config.compiler_program = agent_host::plugins::compile::this_program();
     let addr = SocketAddr::from((config.bind_address, config.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,

@@ -7,6 +7,7 @@
 //! - `watch`: the folder watcher that triggers reloads
 
 mod bindings;
+pub mod compile;
 pub mod manifest;
 mod runtime;
 pub mod watch;
@@ -20,7 +21,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use crate::backend::Backend;
@@ -221,6 +222,7 @@ pub struct PluginHost {
     refusals: std::sync::Mutex<BTreeMap<String, Refusal>>,
     reload_lock: tokio::sync::Mutex<()>,
     metrics: Metrics,
+    compiler: compile::Compiler,
 }
 
 /// What one reload did.
@@ -260,7 +262,14 @@ impl PluginHost {
             refusals: Default::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             metrics,
+            compiler: compile::Compiler::Inline,
         })
+    }
+
+    /// Where plugins are compiled from now on (inline by default).
+    pub fn with_compiler(mut self, compiler: compile::Compiler) -> Self {
+        self.compiler = compiler;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -435,7 +444,7 @@ impl PluginHost {
                 .collect(),
         ));
         self.current.store(Arc::new(next));
-        if !report.loaded.is_empty() {
+        if !report.loaded.is_empty() && matches!(self.compiler, compile::Compiler::Inline) {
             // Return what the compiler freed. Blocking but short; a failed
             // join only means the memory stays mapped.
             let _ = tokio::task::spawn_blocking(crate::alloc::release_free_memory).await;
@@ -451,12 +460,7 @@ impl PluginHost {
             None => Manifest::empty(&self.defaults),
         };
         let manifest = Arc::new(manifest);
-        let engine = self.engine.clone();
-        let bytes = file.wasm.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &*bytes))
-            .await
-            .map_err(|e| format!("compiler task failed: {e}"))?
-            .map_err(|e| format!("not a valid Wasm component: {}", root_cause(&e)))?;
+        let component = self.compiler.compile(&self.engine, &file.wasm).await?;
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)

@@ -39,6 +39,30 @@ const WARM_SLOTS_PER_SHARD: u32 = 4;
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
 /// when the engine is dropped.
 pub fn engine() -> anyhow::Result<Engine> {
+    let engine = Engine::new(&engine_config(true))?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+    Ok(engine)
+}
+
+/// An engine with the host's settings and no epoch ticker, for the plugin
+/// compiler process (`compile::Compiler::Process`).
+pub fn compiler_engine() -> anyhow::Result<Engine> {
+    Ok(Engine::new(&engine_config(false))?)
+}
+
+/// The engine settings, one place for the host and its compiler process (a
+/// precompiled component only loads into an engine configured the same
+/// way, which wasmtime checks). `log` reports the pool's settings.
+fn engine_config(log: bool) -> EngineConfig {
     let mut cfg = EngineConfig::new();
     cfg.wasm_component_model(true)
         .consume_fuel(true)
@@ -49,11 +73,13 @@ pub fn engine() -> anyhow::Result<Engine> {
     } else {
         KEEP_RESIDENT_BYTES_NO_SCAN
     };
-    tracing::info!(
-        pagemap_scan = scan,
-        keep_resident_bytes = keep,
-        "plugin memory pool"
-    );
+    if log {
+        tracing::info!(
+            pagemap_scan = scan,
+            keep_resident_bytes = keep,
+            "plugin memory pool"
+        );
+    }
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(1000)
         .total_core_instances(2000)
@@ -78,18 +104,7 @@ pub fn engine() -> anyhow::Result<Engine> {
         // pool size.
         .max_unused_warm_slots(WARM_SLOTS_PER_SHARD * pool_shards());
     cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&cfg)?;
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        })?;
-    Ok(engine)
+    cfg
 }
 
 /// The number of shards wasmtime's pool uses: one per CPU, at most 16 (for
