@@ -11,16 +11,20 @@
 pub type Allocator = mimalloc::MiMalloc;
 
 /// mimalloc option numbers of the bundled version (libmimalloc-sys 0.1.49,
-/// mimalloc v3's `mi_option_e`); the crate names only some of them.
+/// mimalloc v3's `mi_option_e`; its `v2` feature would renumber them); the
+/// crate names only some of them.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_PAGE_FULL_RETAIN: libmimalloc_sys::mi_option_t = 36;
 
-/// By default mimalloc keeps freed memory for 10 ms and two full pages per
-/// size class before it hands them back; under load that kept the host's
-/// RSS 12 MB higher than glibc's. Both are set to 0 (return at once) unless
-/// the option's own variable (`MIMALLOC_PURGE_DELAY`,
+/// By default mimalloc keeps freed memory for a second and two full pages
+/// per size class before it hands them back; under load that kept the
+/// host's RSS 12 MB higher than glibc's. Both are set to 0 (return at once)
+/// unless the option's own variable (`MIMALLOC_PURGE_DELAY`,
 /// `MIMALLOC_PAGE_FULL_RETAIN`) is set. Transparent huge pages are not
-/// requested (the crate's `no_thp` feature). Call it first in `main`.
+/// requested (the crate's `no_thp` feature). Call it first in `main`: the
+/// purge delay is read whenever memory is freed, but the retained pages are
+/// copied into a thread's heap when the thread first allocates, so threads
+/// started before this call (the main one) keep the default.
 pub fn tune() {
     for (env, option) in [
         ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY),
@@ -33,11 +37,13 @@ pub fn tune() {
     }
 }
 
-/// Hands memory freed by an inline plugin compile (several MB) back to the
-/// kernel: mimalloc's, and glibc's for a process that allocates with it.
-/// Blocking; it runs only after a compile.
+/// After an inline plugin compile (several MB freed): asks mimalloc to
+/// return what it can (the calling thread's free pages and abandoned ones;
+/// with the purge delay at 0 the rest went back when it was freed), and
+/// glibc to trim its heap for a process that allocates with it. Blocking;
+/// it runs only after a compile.
 pub fn release_free_memory() {
-    // SAFETY: asks mimalloc to return the free memory it holds.
+    // SAFETY: asks mimalloc to return free memory it holds.
     unsafe { libmimalloc_sys::mi_collect(true) };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.

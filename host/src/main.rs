@@ -35,7 +35,14 @@ fn main() -> std::process::ExitCode {
         }),
     );
     match runtime.enable_all().build() {
-        Ok(rt) => rt.block_on(serve()),
+        // On a runtime thread rather than this one: mimalloc set up this
+        // thread's heap before `alloc::tune` ran, and some options are
+        // copied into a thread's heap when it is made.
+        Ok(rt) => rt.block_on(async {
+            tokio::spawn(serve())
+                .await
+                .unwrap_or(std::process::ExitCode::FAILURE)
+        }),
         Err(e) => {
             eprintln!("agent-host: cannot start the async runtime: {e}");
             std::process::ExitCode::FAILURE

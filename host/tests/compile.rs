@@ -153,6 +153,7 @@ async fn a_component_the_child_refuses_is_refused_and_the_old_version_serves() {
 async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_message() {
     let f = Fixture::new().await;
     let bin = tempfile::tempdir().unwrap();
+    let pids = bin.path().join("hung-pids");
     let cases: Vec<(Compiler, &str)> = vec![
         (
             Compiler::Process {
@@ -164,14 +165,14 @@ async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_messag
         (
             // Succeeds with nothing: the artefact is checked, not trusted.
             Compiler::Process {
-                program: script(bin.path(), "empty", "cat >/dev/null; exit 0"),
+                program: script(bin.path(), "empty", "/bin/cat >/dev/null; exit 0"),
                 timeout: COMPILE_TIMEOUT,
             },
             "the plugin compiler's output could not be loaded",
         ),
         (
             Compiler::Process {
-                program: script(bin.path(), "garbage", "cat"),
+                program: script(bin.path(), "garbage", "exec /bin/cat"),
                 timeout: COMPILE_TIMEOUT,
             },
             "the plugin compiler's output could not be loaded",
@@ -185,14 +186,18 @@ async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_messag
         ),
         (
             Compiler::Process {
-                program: script(bin.path(), "crashes", "kill -SEGV $$"),
+                program: script(bin.path(), "crashes", "kill -KILL $$"),
                 timeout: COMPILE_TIMEOUT,
             },
-            "the plugin compiler stopped (killed by signal 11)",
+            "the plugin compiler stopped (killed by signal 9)",
         ),
         (
             Compiler::Process {
-                program: script(bin.path(), "hangs", "exec sleep 30"),
+                program: script(
+                    bin.path(),
+                    "hangs",
+                    &format!("echo $$ >> {}; exec /bin/sleep 30", pids.display()),
+                ),
                 timeout: Duration::from_millis(300),
             },
             "compiling took longer than 300ms",
@@ -201,7 +206,20 @@ async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_messag
     for (compiler, expected) in cases {
         let host = Arc::new(f.host(compiler));
         let started = Instant::now();
-        let report = host.reload().await;
+        let mut report = host.reload().await;
+        // A script just written can be briefly held open by a process another
+        // test forks at that moment (ETXTBSY): try again.
+        for _ in 0..5 {
+            if !report
+                .refused
+                .values()
+                .any(|r| r.contains("Text file busy"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            report = host.reload().await;
+        }
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{expected}: took {:?}",
@@ -214,6 +232,31 @@ async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_messag
         }
         // The policy cannot load, so chats are refused rather than unchecked.
         assert_eq!(host.missing_policies(), vec!["tool-access"]);
+    }
+    // The compilers that hung were killed, not left running.
+    let hung: Vec<u32> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(hung.len(), 2, "one per plugin: {hung:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in hung {
+        // Gone, or a zombie waiting for tokio to reap it.
+        while let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        {
+            assert!(
+                Instant::now() < deadline,
+                "compiler {pid} still runs: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -236,6 +279,9 @@ async fn the_host_binary_compiles_in_a_child_and_serves_chats() {
         .env("PORT", port.to_string())
         .env("LOG_FORMAT", "json")
         .env("WORKER_THREADS", "1")
+        // Read by wasmtime in the host but not in the compiler process, whose
+        // environment is cleared; the engine settings must still agree.
+        .env("WASMTIME_BACKTRACE_DETAILS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(log.reopen().unwrap())
         .spawn()

@@ -66,7 +66,11 @@ fn engine_config(log: bool) -> EngineConfig {
     let mut cfg = EngineConfig::new();
     cfg.wasm_component_model(true)
         .consume_fuel(true)
-        .epoch_interruption(true);
+        .epoch_interruption(true)
+        // Set, not left to WASMTIME_BACKTRACE_DETAILS: the compiler process
+        // runs without the host's environment, and an artefact compiled
+        // with another value of this setting would not load.
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
     let scan = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
     let keep = if scan {
         KEEP_RESIDENT_BYTES
