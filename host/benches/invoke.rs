@@ -21,6 +21,11 @@ fn bench(c: &mut Criterion) {
         let src = plugins.join(format!("{name}.wasm"));
         assert!(src.exists(), "run `cargo xtask plugins` first");
         std::fs::copy(&src, dir.path().join(format!("{name}.wasm"))).unwrap();
+        // A policy needs its policy file (its `[policy]` table) to load.
+        let policy = src.with_extension("policy.toml");
+        if policy.exists() {
+            std::fs::copy(&policy, dir.path().join(format!("{name}.policy.toml"))).unwrap();
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
