@@ -1,7 +1,7 @@
 //! The host's memory allocator: mimalloc, set up for a small resident set.
 //!
 //! The `agent-host` binary makes [`Allocator`] its global allocator. Under
-//! load, glibc's malloc and free were about a sixth of the host's CPU; with
+//! load, glibc's malloc and free were about a seventh of the host's CPU; with
 //! mimalloc a chat costs about a tenth less host CPU at 100 concurrent
 //! chats, and with the two options below its peak RSS is no higher than
 //! glibc's was (loadtest/RESULTS.md). The library itself does not choose an
@@ -17,10 +17,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const MI_OPTION_PAGE_FULL_RETAIN: libmimalloc_sys::mi_option_t = 36;
 
 /// By default mimalloc keeps freed memory for a second and two full pages
-/// per size class before it hands them back; under load that kept the
-/// host's RSS 12 MB higher than glibc's. Both are set to 0 (return at once)
-/// unless the option's own variable (`MIMALLOC_PURGE_DELAY`,
-/// `MIMALLOC_PAGE_FULL_RETAIN`) is set. Transparent huge pages are not
+/// per size class before it hands them back; with those defaults the host's
+/// peak RSS at 100 concurrent chats was 178 MB. Both are set to 0 (return
+/// at once) unless the option's own variable (`MIMALLOC_PURGE_DELAY`,
+/// `MIMALLOC_PAGE_FULL_RETAIN`, upper case) is set and not blank; mimalloc
+/// would read a blank one as 1. Transparent huge pages are not
 /// requested (the crate's `no_thp` feature). Call it first in `main`: the
 /// purge delay is read whenever memory is freed, but the retained pages are
 /// copied into a thread's heap when the thread first allocates, so threads
@@ -30,7 +31,9 @@ pub fn tune() {
         ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY),
         ("MIMALLOC_PAGE_FULL_RETAIN", MI_OPTION_PAGE_FULL_RETAIN),
     ] {
-        if std::env::var_os(env).is_none() {
+        let set =
+            std::env::var_os(env).is_some_and(|v| !v.as_encoded_bytes().trim_ascii().is_empty());
+        if !set {
             // SAFETY: sets the value of one of mimalloc's own options.
             unsafe { libmimalloc_sys::mi_option_set(option, 0) };
         }

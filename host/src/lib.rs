@@ -12,7 +12,7 @@
 //! - `ratelimit`: per-user limits, shared through Redis
 //! - `backend`: the Atlas HTTP client
 //! - `telemetry`: logs and metrics
-//! - `alloc`: glibc malloc tuning
+//! - `alloc`: the mimalloc allocator the binary installs, and its settings
 
 pub mod agent;
 pub mod alloc;

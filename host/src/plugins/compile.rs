@@ -6,7 +6,7 @@
 //! The serving process then never runs Cranelift. Its code stays out of the
 //! host's resident memory and the compiler's heap is returned to the kernel
 //! when the child exits, instead of being left fragmented in the host's
-//! allocator (together about 10 MB of a host's idle RSS); and a component
+//! allocator (together about 12 MB of a host's idle RSS); and a component
 //! that crashes the compiler or makes it run away is refused like any other
 //! bad plugin, with the old version still serving.
 
