@@ -351,7 +351,10 @@ impl Config {
                 }
             },
             compiler_program: None,
-            worker_threads: worker_threads(source)?,
+            worker_threads: match r.opt(WORKER_THREADS) {
+                None => None,
+                Some(_) => Some(r.bounded(WORKER_THREADS, 1usize, 1..=1024)?),
+            },
             admin_token: r.opt(ADMIN_TOKEN),
             otlp_endpoint: r.opt(OTEL_EXPORTER_OTLP_ENDPOINT),
         };
@@ -410,16 +413,6 @@ impl Config {
             check_admin_token(token)?;
         }
         Ok(config)
-    }
-}
-
-/// `WORKER_THREADS`, read on its own because the runtime is built before
-/// the rest of the configuration is read.
-pub fn worker_threads(source: &dyn Source) -> Result<Option<usize>, ConfigError> {
-    let r = Reader { source };
-    match r.opt(WORKER_THREADS) {
-        None => Ok(None),
-        Some(_) => r.bounded(WORKER_THREADS, 1usize, 1..=1024).map(Some),
     }
 }
 

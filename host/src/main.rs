@@ -18,19 +18,21 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(agent_host::plugins::compile::child_main());
     }
     agent_host::alloc::tune();
-    let workers = match agent_host::config::worker_threads(&agent_host::config::ProcessEnv) {
-        Ok(n) => n,
+    // Read before the runtime is built: it sets the runtime's threads.
+    let mut config = match Config::from_env() {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("agent-host: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    config.compiler_program = agent_host::plugins::compile::this_program();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // Set explicitly, so tokio never reads (and panics on) its own
     // TOKIO_WORKER_THREADS. The default follows the CPUs this process may
     // use, a container's CPU limit included.
     runtime.worker_threads(
-        workers.unwrap_or_else(|| {
+        config.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
     );
@@ -39,7 +41,7 @@ fn main() -> std::process::ExitCode {
         // thread's heap before `alloc::tune` ran, and some options are
         // copied into a thread's heap when it is made.
         Ok(rt) => rt.block_on(async {
-            tokio::spawn(serve())
+            tokio::spawn(serve(config))
                 .await
                 .unwrap_or(std::process::ExitCode::FAILURE)
         }),
@@ -50,20 +52,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve() -> std::process::ExitCode {
-    let mut config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("agent-host: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+async fn serve(config: Config) -> std::process::ExitCode {
     let otel = agent_host::telemetry::init_tracing(
         &config.log_level,
         config.log_json,
         config.otlp_endpoint.as_deref(),
     );
-    config.compiler_program = agent_host::plugins::compile::this_program();
     let addr = SocketAddr::from((config.bind_address, config.port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,

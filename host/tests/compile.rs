@@ -12,18 +12,22 @@ use std::time::{Duration, Instant};
 
 use agent_host::backend::Backend;
 use agent_host::config::PluginLimits;
-use agent_host::identity::User;
 use agent_host::plugins::compile::{COMPILE_TIMEOUT, Compiler};
 use agent_host::plugins::{CallInfo, PluginHost, ToolResult};
 use agent_host::telemetry::Metrics;
 use atlas_stubs::atlas::{AtlasConfig, AtlasStub, SpawnedAtlas};
 use common::*;
 
-fn this_host() -> Compiler {
+/// `program --compile-plugin` as the compiler, with the host's time limit.
+fn child(program: PathBuf) -> Compiler {
     Compiler::Process {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_agent-host")),
+        program,
         timeout: COMPILE_TIMEOUT,
     }
+}
+
+fn this_host() -> Compiler {
+    child(PathBuf::from(env!("CARGO_BIN_EXE_agent-host")))
 }
 
 fn limits() -> PluginLimits {
@@ -71,15 +75,7 @@ impl Fixture {
     }
 
     async fn list_work_orders(&self, host: &PluginHost) -> ToolResult {
-        let user = User {
-            id: 1,
-            email: ADMIN.into(),
-            full_name: "Alice Admin".into(),
-            first_name: "Alice".into(),
-            role_code: "ADMIN".into(),
-            role_name: "Administrator".into(),
-            company_id: 1,
-        };
+        let user = admin_user();
         let auth = format!("Bearer {}", self.atlas.token(ADMIN));
         let info = CallInfo {
             user: &user,
@@ -156,39 +152,28 @@ async fn a_compiler_that_fails_crashes_hangs_or_is_missing_refuses_with_a_messag
     let pids = bin.path().join("hung-pids");
     let cases: Vec<(Compiler, &str)> = vec![
         (
-            Compiler::Process {
-                program: bin.path().join("no-such-compiler"),
-                timeout: COMPILE_TIMEOUT,
-            },
+            child(bin.path().join("no-such-compiler")),
             "cannot start the plugin compiler",
         ),
         (
             // Succeeds with nothing: the artefact is checked, not trusted.
-            Compiler::Process {
-                program: script(bin.path(), "empty", "/bin/cat >/dev/null; exit 0"),
-                timeout: COMPILE_TIMEOUT,
-            },
+            child(script(bin.path(), "empty", "/bin/cat >/dev/null; exit 0")),
             "the plugin compiler's output could not be loaded",
         ),
         (
-            Compiler::Process {
-                program: script(bin.path(), "garbage", "exec /bin/cat"),
-                timeout: COMPILE_TIMEOUT,
-            },
+            child(script(bin.path(), "garbage", "exec /bin/cat")),
             "the plugin compiler's output could not be loaded",
         ),
         (
-            Compiler::Process {
-                program: script(bin.path(), "fails", "echo 'out of disk' >&2; exit 1"),
-                timeout: COMPILE_TIMEOUT,
-            },
+            child(script(
+                bin.path(),
+                "fails",
+                "echo 'out of disk' >&2; exit 1",
+            )),
             "the plugin compiler stopped (exit status 1): out of disk",
         ),
         (
-            Compiler::Process {
-                program: script(bin.path(), "crashes", "kill -KILL $$"),
-                timeout: COMPILE_TIMEOUT,
-            },
+            child(script(bin.path(), "crashes", "kill -KILL $$")),
             "the plugin compiler stopped (killed by signal 9)",
         ),
         (

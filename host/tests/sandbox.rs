@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use agent_host::backend::Backend;
 use agent_host::config::PluginLimits;
-use agent_host::identity::User;
 use agent_host::plugins::{CallInfo, PluginHost, ToolResult};
 use agent_host::telemetry::Metrics;
 use atlas_stubs::atlas::{AtlasConfig, AtlasStub, SpawnedAtlas};
@@ -22,18 +21,6 @@ fn limits() -> PluginLimits {
         fuel: 200_000_000,
         memory_bytes: 32 << 20,
         output_bytes: 64 * 1024,
-    }
-}
-
-fn user() -> User {
-    User {
-        id: 1,
-        email: ADMIN.into(),
-        full_name: "Alice Admin".into(),
-        first_name: "Alice".into(),
-        role_code: "ADMIN".into(),
-        role_name: "Administrator".into(),
-        company_id: 1,
     }
 }
 
@@ -80,7 +67,7 @@ impl Sandbox {
     }
 
     async fn call(&self, tool: &str, args: Value) -> ToolResult {
-        let u = user();
+        let u = admin_user();
         let auth = format!("Bearer {}", self.token);
         let info = CallInfo {
             user: &u,

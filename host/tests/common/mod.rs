@@ -47,6 +47,20 @@ pub fn install(dir: &Path, names: &[&str]) {
     }
 }
 
+/// The stub's company-1 administrator as the host knows a caller, for tests
+/// that call plugins without the HTTP layer.
+pub fn admin_user() -> agent_host::identity::User {
+    agent_host::identity::User {
+        id: 1,
+        email: ADMIN.into(),
+        full_name: "Alice Admin".into(),
+        first_name: "Alice".into(),
+        role_code: "ADMIN".into(),
+        role_name: "Administrator".into(),
+        company_id: 1,
+    }
+}
+
 pub const TOOL_PLUGINS: [&str; 4] = ["work-orders", "assets", "drafts", "user-context"];
 
 pub struct Stack {
