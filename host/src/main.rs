@@ -27,26 +27,50 @@ fn main() -> std::process::ExitCode {
         }
     };
     config.compiler_program = agent_host::plugins::compile::this_program();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
     // Set explicitly, so tokio never reads (and panics on) its own
     // TOKIO_WORKER_THREADS. The default follows the CPUs this process may
     // use, a container's CPU limit included.
-    runtime.worker_threads(
-        config.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-        }),
-    );
-    match runtime.enable_all().build() {
-        // On a runtime thread rather than this one: mimalloc set up this
-        // thread's heap before `alloc::tune` ran, and some options are
-        // copied into a thread's heap when it is made.
-        Ok(rt) => rt.block_on(async {
-            tokio::spawn(serve(config))
-                .await
-                .unwrap_or(std::process::ExitCode::FAILURE)
-        }),
+    let workers = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    // One thread gets tokio's current-thread scheduler: no work stealing or
+    // cross-thread wake-ups to pay for. Against the multi-thread scheduler
+    // with one worker it took about 5 % less CPU per chat under load
+    // (loadtest/RESULTS.md).
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
         Err(e) => {
             eprintln!("agent-host: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // On a thread of its own rather than this one: mimalloc set up this
+    // thread's heap before `alloc::tune` ran, and some options are copied
+    // into a thread's heap when it is made.
+    let server = std::thread::Builder::new()
+        .name("agent-host".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                tokio::spawn(serve(config))
+                    .await
+                    .unwrap_or(std::process::ExitCode::FAILURE)
+            })
+        });
+    match server.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("agent-host: cannot start the server thread: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::sessions::{RedisPool as Pool, now_ms};
+use crate::sessions::{RedisPool as Pool, now_ms, redis_connection};
 
 /// The state of a key's window after counting one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,12 +97,14 @@ impl RateLimiter {
     async fn shared_count(&self, shared: &Shared, key: &str, window: u64) -> Result<u32, String> {
         let redis_key = format!("{}ratelimit:{key}:{window}", shared.prefix);
         let ask = async {
-            let mut c = shared.pool.get().await.map_err(|e| e.to_string())?;
+            let mut c = redis_connection(&shared.pool)
+                .await
+                .map_err(|e| e.to_string())?;
             shared
                 .incr
                 .key(&redis_key)
                 .arg(self.window_ms)
-                .invoke_async::<u32>(&mut *c)
+                .invoke_async::<u32>(&mut c)
                 .await
                 .map_err(|e| e.to_string())
         };

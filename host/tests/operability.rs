@@ -408,8 +408,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// One request thread runs tokio's current-thread scheduler, more run the
+/// multi-thread one: both serve, drain and exit the same way.
 #[tokio::test]
-async fn sigterm_drains_in_flight_chats_and_exits_zero() {
+async fn sigterm_drains_in_flight_chats_and_exits_zero_on_one_thread() {
+    drains_in_flight_chats_and_exits_zero("1").await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_chats_and_exits_zero_on_two_threads() {
+    drains_in_flight_chats_and_exits_zero("2").await;
+}
+
+async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
     let stack = Stack::new().await;
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
@@ -421,6 +432,7 @@ async fn sigterm_drains_in_flight_chats_and_exits_zero() {
     let mut child = cmd
         .env("PORT", port.to_string())
         .env("SHUTDOWN_GRACE_MS", "10000")
+        .env("WORKER_THREADS", workers)
         .env("LOG_FORMAT", "pretty")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -354,6 +354,54 @@ async fn busy_connections_are_not_pinged_and_idle_ones_are() {
     host.stop().await;
 }
 
+/// `total_connections_received` from `INFO stats`.
+async fn connections_received(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_chats_share_one_connection() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    assert_eq!(host.chat(&token, prompt_in("warm up", "s-0")).await.0, 200);
+    let mut c = redis.client().await;
+    let before = connections_received(&mut c).await;
+    let scripts = command_calls(&mut c, "evalsha").await;
+
+    // Twenty chats at once: each counts its rate limit, loads and appends,
+    // all over the connection the warm-up chat opened.
+    let chats = (1..=20).map(|i| {
+        let (host, token) = (&host, token.clone());
+        async move {
+            host.chat(&token, prompt_in("hello", &format!("s-{i}")))
+                .await
+        }
+    });
+    for (s, b) in futures::future::join_all(chats).await {
+        assert_eq!(s, 200, "{b}");
+    }
+    assert!(command_calls(&mut c, "evalsha").await >= scripts + 40);
+    assert_eq!(
+        connections_received(&mut c).await,
+        before,
+        "no connection was opened for the concurrent chats"
+    );
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn a_connection_left_waiting_by_a_timeout_is_not_reused() {
     let redis = RedisServer::start();
@@ -364,20 +412,7 @@ async fn a_connection_left_waiting_by_a_timeout_is_not_reused() {
     let token = stack.token(ADMIN);
     assert_eq!(host.chat(&token, prompt_in("hello", "w-1")).await.0, 200);
     let mut c = redis.client().await;
-    let connections = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("stats")
-            .query_async(c)
-            .await
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let before = connections(&mut c).await;
+    let before = connections_received(&mut c).await;
 
     // Redis stops answering: the host's commands time out and are abandoned
     // with their answers still owed on the connection.
@@ -387,6 +422,6 @@ async fn a_connection_left_waiting_by_a_timeout_is_not_reused() {
 
     // That connection is not handed out again: the host opens a new one.
     assert_eq!(host.chat(&token, prompt_in("after", "w-3")).await.0, 200);
-    assert!(connections(&mut c).await > before);
+    assert!(connections_received(&mut c).await > before);
     host.stop().await;
 }

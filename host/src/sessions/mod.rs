@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::llm::Message;
 
 pub use memory::MemoryStore;
-pub use redis_pool::{Pool as RedisPool, pool as redis_pool};
+pub use redis_pool::{Pool as RedisPool, connection as redis_connection, pool as redis_pool};
 pub use redis_store::RedisStore;
 
 /// The user a conversation belongs to.

@@ -1,16 +1,27 @@
 //! The Redis connection pool shared by conversations and rate limits.
 //!
-//! It is deadpool with deadpool-redis's manager inside, plus one change:
-//! handing out a connection does not cost a round trip. deadpool-redis
+//! It is deadpool with deadpool-redis's manager inside, plus two changes.
+//!
+//! Connections are shared: [`connection`] takes one from the pool, keeps a
+//! clone of its multiplexed connection and puts it straight back, so every
+//! caller of the moment sends on the same connection. redis-rs queues the
+//! commands of concurrent callers and writes them out together, and reads
+//! their answers together: under load one `writev` and one `read` carry many
+//! chats' commands instead of one each (docs/performance.md). The pool still
+//! makes more connections when callers take them at the same instant.
+//!
+//! Handing out a connection does not cost a round trip. deadpool-redis
 //! checks every connection with `UNWATCH` + `PING` each time it leaves the
-//! pool, which doubled the Redis round trips of a chat (docs/performance.md).
-//! Here a connection is checked that way only when it was last handed out
-//! more than [`VERIFY_AFTER_IDLE`] ago, and a connection is dropped when it
-//! comes back instead of reused if a command on it failed at the connection
-//! level or was abandoned before its answer came (the caller's timeout fired:
-//! the connection may be stuck). Connections are handed out last in, first
-//! out, so under light traffic the same few stay busy and skip the check.
+//! pool, which doubled the Redis round trips of a chat. Here a connection is
+//! checked that way only when it was last handed out more than
+//! [`VERIFY_AFTER_IDLE`] ago, and a connection is dropped from the pool
+//! instead of handed out again if a command on it failed at the connection
+//! level or was abandoned before its answer came (the caller's timeout
+//! fired: the connection may be stuck). Connections are handed out last in,
+//! first out, so the same one stays busy and skips the check.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool::Runtime;
@@ -25,29 +36,68 @@ pub const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(2);
 pub type Pool = managed::Pool<Manager>;
 pub type PoolError = managed::PoolError<RedisError>;
 
-/// A multiplexed connection that remembers failing at the connection level.
+/// A pooled multiplexed connection and whether it has failed.
 pub struct Connection {
     inner: redis::aio::MultiplexedConnection,
-    /// Set while a command is in flight and kept if it fails at the
-    /// connection level; a command dropped mid-flight leaves it set.
-    broken: bool,
+    /// Set, and kept, once a command on the connection fails at the
+    /// connection level or is dropped before its answer comes. Shared with
+    /// every [`Shared`] handle on the connection.
+    broken: Arc<AtomicBool>,
 }
 
-impl Connection {
-    fn note<T>(&mut self, result: &Result<T, RedisError>) {
-        self.broken = match result {
-            Ok(_) => false,
-            Err(e) => e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_timeout(),
-        };
+/// A connection handed out by [`connection`]: a clone of a pooled
+/// multiplexed connection, used by many callers at once.
+#[derive(Clone)]
+pub struct Shared {
+    inner: redis::aio::MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+/// A connection from the pool that many callers may use at once. The pool
+/// keeps it and hands it to the next caller too.
+pub async fn connection(pool: &Pool) -> Result<Shared, PoolError> {
+    let pooled = pool.get().await?;
+    Ok(Shared {
+        inner: pooled.inner.clone(),
+        broken: pooled.broken.clone(),
+    })
+}
+
+/// Marks the connection broken unless the command it watches finished
+/// without a connection-level failure.
+struct InFlight<'a> {
+    broken: &'a AtomicBool,
+    done: bool,
+}
+
+impl InFlight<'_> {
+    fn finish<T>(mut self, result: &Result<T, RedisError>) {
+        self.done = true;
+        if let Err(e) = result
+            && (e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_timeout())
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
     }
 }
 
-impl ConnectionLike for Connection {
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnectionLike for Shared {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            self.broken = true;
-            let result = self.inner.req_packed_command(cmd).await;
-            self.note(&result);
+            let watch = InFlight {
+                broken: &self.broken,
+                done: false,
+            };
+            let result = self.inner.send_packed_command(cmd).await;
+            watch.finish(&result);
             result
         })
     }
@@ -59,9 +109,12 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            self.broken = true;
-            let result = self.inner.req_packed_commands(cmd, offset, count).await;
-            self.note(&result);
+            let watch = InFlight {
+                broken: &self.broken,
+                done: false,
+            };
+            let result = self.inner.send_packed_commands(cmd, offset, count).await;
+            watch.finish(&result);
             result
         })
     }
@@ -82,12 +135,12 @@ impl managed::Manager for Manager {
     async fn create(&self) -> Result<Connection, RedisError> {
         Ok(Connection {
             inner: managed::Manager::create(&self.inner).await?,
-            broken: false,
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
     async fn recycle(&self, conn: &mut Connection, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if conn.broken {
+        if conn.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
                 "a command on the connection failed or was abandoned",
             ));

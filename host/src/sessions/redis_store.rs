@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use super::redis_pool::{Manager, Pool, PoolError};
+use super::redis_pool::{Pool, PoolError, Shared, connection};
 use super::{Bounds, Conversation, Owner, SessionStore, StoreError, now_ms};
 use crate::llm::Message;
 use crate::telemetry::Metrics;
@@ -110,8 +110,8 @@ impl RedisStore {
         result
     }
 
-    async fn conn(&self) -> Result<deadpool::managed::Object<Manager>, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
+    async fn conn(&self) -> Result<Shared, StoreError> {
+        connection(&self.pool).await.map_err(|e| match e {
             PoolError::Timeout(_) => StoreError::Timeout,
             other => StoreError::Unavailable(other.to_string()),
         })
@@ -136,7 +136,7 @@ impl SessionStore for RedisStore {
                 .lrange(&key, 0, -1)
                 .hget(format!("{key}:meta"), "updatedAt")
                 .pttl(&key)
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
             if items.is_empty() || ttl < 0 {
@@ -180,7 +180,7 @@ impl SessionStore for RedisStore {
             for m in &encoded {
                 inv.arg(m);
             }
-            let _: i64 = inv.invoke_async(&mut *c).await.map_err(unavailable)?;
+            let _: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
             Ok(())
         })
         .await
@@ -195,7 +195,7 @@ impl SessionStore for RedisStore {
                 .atomic()
                 .del(&[key.clone(), format!("{key}:meta")])
                 .zrem(self.index_key(), &member)
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
             Ok(deleted > 0)
@@ -210,7 +210,7 @@ impl SessionStore for RedisStore {
                 .atomic()
                 .zrembyscore(self.index_key(), "-inf", now_ms())
                 .zcard(self.index_key())
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
             Ok(n)
