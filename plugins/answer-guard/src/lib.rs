@@ -37,8 +37,12 @@ impl Default for Config {
 pub const TOKEN_MASK: &str = "[REDACTED TOKEN]";
 pub const KEY_MASK: &str = "[REDACTED KEY]";
 
-/// Replace the byte ranges `spans` (sorted, non-overlapping) of `text`.
-fn replace_spans(text: &str, spans: &[(usize, usize, String)]) -> String {
+/// Replace the byte ranges `spans` (sorted, non-overlapping) of `text`;
+/// `None` when there are none, so an answer without secrets is not copied.
+fn replace_spans(text: &str, spans: &[(usize, usize, String)]) -> Option<String> {
+    if spans.is_empty() {
+        return None;
+    }
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (start, end, with) in spans {
@@ -47,7 +51,32 @@ fn replace_spans(text: &str, spans: &[(usize, usize, String)]) -> String {
         at = *end;
     }
     out.push_str(&text[at..]);
-    out
+    Some(out)
+}
+
+/// Where `needle` (non-empty) next occurs in `hay` at or after `from`, ASCII
+/// letters matched in any case if `any_case`. A plain scan: the needles are a
+/// few bytes long and the answers a few KiB, where `str::find` spends more on
+/// setting up its searcher than on searching.
+fn find_from(hay: &[u8], needle: &[u8], from: usize, any_case: bool) -> Option<usize> {
+    let last = hay.len().checked_sub(needle.len())?;
+    let first = needle[0];
+    (from..=last).find(|&i| {
+        let b = hay[i];
+        let starts = if any_case {
+            b.eq_ignore_ascii_case(&first)
+        } else {
+            b == first
+        };
+        starts && {
+            let window = &hay[i..i + needle.len()];
+            if any_case {
+                window.eq_ignore_ascii_case(needle)
+            } else {
+                window == needle
+            }
+        }
+    })
 }
 
 /// Whether the byte before `i` ends a word (so a match starting at `i` is a
@@ -68,13 +97,11 @@ fn b64url_char(c: u8) -> bool {
 }
 
 /// `Bearer <token>` (any case): the token is masked, the word kept.
-fn mask_bearer(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
+fn mask_bearer(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut from = 0;
-    while let Some(found) = lower[from..].find("bearer") {
-        let start = from + found;
+    while let Some(start) = find_from(bytes, b"bearer", from, true) {
         from = start + 6;
         if !at_word_start(text, start) {
             continue;
@@ -97,12 +124,11 @@ fn mask_bearer(text: &str) -> String {
 }
 
 /// `eyJ<header>.<payload>.<signature>`: base64url JSON header, the usual JWT shape.
-fn mask_jwts(text: &str) -> String {
+fn mask_jwts(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut from = 0;
-    while let Some(found) = text[from..].find("eyJ") {
-        let start = from + found;
+    while let Some(start) = find_from(bytes, b"eyJ", from, false) {
         from = start + 3;
         if !at_word_start(text, start) {
             continue;
@@ -130,13 +156,12 @@ fn mask_jwts(text: &str) -> String {
 }
 
 /// API keys: a configured prefix at a word start followed by enough key characters.
-fn mask_keys(text: &str, prefixes: &[String], min_chars: usize) -> String {
+fn mask_keys(text: &str, prefixes: &[String], min_chars: usize) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
     for prefix in prefixes.iter().filter(|p| !p.is_empty()) {
         let mut from = 0;
-        while let Some(found) = text[from..].find(prefix.as_str()) {
-            let start = from + found;
+        while let Some(start) = find_from(bytes, prefix.as_bytes(), from, false) {
             from = start + prefix.len();
             if !at_word_start(text, start) {
                 continue;
@@ -178,7 +203,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 /// Card numbers: runs of digit groups joined by single spaces or dashes. In
 /// each run, the longest Luhn-valid stretch of whole groups with 13-19 digits
 /// is masked, keeping the last four digits.
-fn mask_cards(text: &str) -> String {
+fn mask_cards(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
     let mut i = 0;
@@ -242,17 +267,28 @@ fn mask_cards(text: &str) -> String {
 
 /// `answer` with everything the config asks for masked.
 pub fn mask(answer: &str, config: &Config) -> String {
-    let mut text = answer.to_owned();
+    masked(answer, config).unwrap_or_else(|| answer.to_owned())
+}
+
+/// `answer` masked as the config asks, or `None` if nothing was masked.
+fn masked(answer: &str, config: &Config) -> Option<String> {
+    let mut out: Option<String> = None;
+    let mut step = |f: &dyn Fn(&str) -> Option<String>| {
+        if let Some(next) = f(out.as_deref().unwrap_or(answer)) {
+            out = Some(next);
+        }
+    };
     if config.mask_tokens {
-        text = mask_jwts(&mask_bearer(&text));
+        step(&mask_bearer);
+        step(&mask_jwts);
     }
     if config.mask_api_keys {
-        text = mask_keys(&text, &config.key_prefixes, config.min_key_chars);
+        step(&|t| mask_keys(t, &config.key_prefixes, config.min_key_chars));
     }
     if config.mask_cards {
-        text = mask_cards(&text);
+        step(&mask_cards);
     }
-    text
+    out
 }
 
 pub struct AnswerGuard;
@@ -270,12 +306,12 @@ impl Policy for AnswerGuard {
                 return Decision::deny(format!("answer guard is misconfigured: {}", e.message()));
             }
         };
-        let masked = mask(answer, &config);
-        if masked == answer {
-            Decision::Allow
-        } else {
-            log::info("masked sensitive content in an answer");
-            Decision::Rewrite(masked)
+        match masked(answer, &config) {
+            Some(text) if text != answer => {
+                log::info("masked sensitive content in an answer");
+                Decision::Rewrite(text)
+            }
+            _ => Decision::Allow,
         }
     }
 }

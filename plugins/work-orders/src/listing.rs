@@ -13,8 +13,11 @@
 //! the same JSON value. An answer is first checked as strictly as parsing it
 //! into a `Value` would (nesting depth, number range, escapes), so what the
 //! `Value` path refuses goes that way and is reported as a backend error.
+//! Then one pass reads the page, its list and the fields of each record
+//! together (it used to take three: the page, the list, each record).
 
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -85,12 +88,113 @@ struct AssetIn<'a> {
     custom_id: Option<&'a RawValue>,
 }
 
+/// The search answer as an object: its records are read in the same pass.
 #[derive(Deserialize)]
 struct PageIn<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    results: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    results: Option<Results<'a>>,
     #[serde(default, borrow, deserialize_with = "present")]
     total: Option<&'a RawValue>,
+}
+
+/// The `results` of an answer: a list of items, or any other value, which
+/// holds no records.
+enum Results<'a> {
+    List(Vec<Item<'a>>),
+    Other,
+}
+
+/// One element of the list: a work order (an object) or anything else,
+/// which the summary skips.
+enum Item<'a> {
+    Record(WorkOrderIn<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Results<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ResultsVisitor)
+    }
+}
+
+struct ResultsVisitor;
+
+impl<'de> Visitor<'de> for ResultsVisitor {
+    type Value = Results<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Results<'de>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Item<'de>>()? {
+            items.push(item);
+        }
+        Ok(Results::List(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Results<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Results::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Results<'de>, E> {
+        Ok(Results::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
+        WorkOrderIn::deserialize(MapAccessDeserializer::new(map)).map(Item::Record)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Item<'de>, E> {
+        Ok(Item::Other)
+    }
 }
 
 /// Shown to the model: present, not `null` and not `""`.
@@ -102,23 +206,16 @@ fn is_object(r: &RawValue) -> bool {
     r.get().starts_with('{')
 }
 
-fn summary(raw: &RawValue) -> Option<Result<Summary<'_>, serde_json::Error>> {
-    if !is_object(raw) {
-        return None; // not a record: skipped, as `summarize` skips it
-    }
-    let wo: WorkOrderIn<'_> = match serde_json::from_str(raw.get()) {
-        Ok(wo) => wo,
-        Err(e) => return Some(Err(e)),
-    };
+fn summary<'a>(wo: &WorkOrderIn<'a>) -> Result<Summary<'a>, serde_json::Error> {
     let asset = match wo.asset {
-        Some(a) if is_object(a) => match serde_json::from_str::<AssetIn<'_>>(a.get()) {
-            Ok(a) => a.name.or(a.custom_id),
-            Err(e) => return Some(Err(e)),
-        },
+        Some(a) if is_object(a) => {
+            let a = serde_json::from_str::<AssetIn<'_>>(a.get())?;
+            a.name.or(a.custom_id)
+        }
         Some(a) if a.get() == "null" => None,
         other => other,
     };
-    Some(Ok(Summary {
+    Ok(Summary {
         asset,
         code: text(wo.code).or(text(wo.custom_id)).or(wo.id),
         due_date: wo.due_date,
@@ -129,7 +226,7 @@ fn summary(raw: &RawValue) -> Option<Result<Summary<'_>, serde_json::Error>> {
             Some(t) => Title::Given(t),
             None => Title::Default("Work order"),
         },
-    }))
+    })
 }
 
 /// Reads any JSON through `deserialize_any`, keeping nothing: serde_json
@@ -182,22 +279,29 @@ impl<'de> Visitor<'de> for Valid {
 /// the caller then takes the `Value` path, which reports what is wrong.
 pub fn summarize(answer: &str, limit: usize) -> Option<Listing<'_>> {
     serde_json::from_str::<Valid>(answer).ok()?;
-    let (results, total): (Vec<&RawValue>, Option<u64>) = match answer.trim_start().as_bytes() {
+    // One more pass reads the list and its records together.
+    let (results, total): (Results<'_>, Option<u64>) = match answer.trim_start().as_bytes() {
         [b'[', ..] => (serde_json::from_str(answer).ok()?, None),
         [b'{', ..] => {
             let page: PageIn<'_> = serde_json::from_str(answer).ok()?;
-            let results = match page.results {
-                Some(r) if r.get().starts_with('[') => serde_json::from_str(r.get()).ok()?,
-                _ => Vec::new(),
-            };
-            (results, page.total.and_then(|t| t.get().parse().ok()))
+            (
+                page.results.unwrap_or(Results::Other),
+                page.total.and_then(|t| t.get().parse().ok()),
+            )
         }
         // Any other JSON value has no results.
-        _ => (Vec::new(), None),
+        _ => (Results::Other, None),
     };
-    let items: Vec<Summary<'_>> = results
+    let records = match &results {
+        Results::List(items) => items.as_slice(),
+        Results::Other => &[],
+    };
+    let items: Vec<Summary<'_>> = records
         .iter()
-        .filter_map(|r| summary(r))
+        .filter_map(|item| match item {
+            Item::Record(wo) => Some(summary(wo)),
+            Item::Other => None,
+        })
         .take(limit)
         .collect::<Result<_, _>>()
         .ok()?;
