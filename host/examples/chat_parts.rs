@@ -577,8 +577,8 @@ async fn main() {
                 let pool = pool.clone();
                 async move {
                     for _ in 0..3 {
-                        let mut c = pool.get().await.unwrap();
-                        let _: String = redis::cmd("PING").query_async(&mut *c).await.unwrap();
+                        let mut c = agent_host::sessions::redis_connection(&pool).await.unwrap();
+                        let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
                     }
                 }
             }
