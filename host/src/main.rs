@@ -35,7 +35,7 @@ fn main() -> std::process::ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     // One thread gets tokio's current-thread scheduler: no work stealing or
     // cross-thread wake-ups to pay for. Against the multi-thread scheduler
-    // with one worker it took about 5 % less CPU per chat under load
+    // with one worker it took about 7 % less CPU per chat under load
     // (loadtest/RESULTS.md).
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -425,3 +425,34 @@ async fn a_connection_left_waiting_by_a_timeout_is_not_reused() {
     assert!(connections_received(&mut c).await > before);
     host.stop().await;
 }
+
+/// A command given up on quickly (its chat was cancelled) leaves the shared
+/// connection in service; one left waiting for the Redis timeout retires it.
+#[tokio::test]
+async fn only_a_command_left_waiting_retires_the_shared_connection() {
+    use agent_host::sessions::{RedisPool, redis_connection, redis_pool};
+    let redis = RedisServer::start();
+    let timeout = Duration::from_millis(400);
+    let pool = redis_pool(&redis.url(), timeout).unwrap();
+    async fn ping(pool: &RedisPool, within: Duration) -> bool {
+        let mut c = redis_connection(pool).await.unwrap();
+        let ping = redis::cmd("PING");
+        let asked = ping.query_async::<String>(&mut c);
+        tokio::time::timeout(within, asked).await.is_ok()
+    }
+    assert!(ping(&pool, timeout).await);
+    let mut probe = redis.client().await;
+    let before = connections_received(&mut probe).await;
+
+    redis.pause();
+    assert!(!ping(&pool, Duration::from_millis(20)).await);
+    redis.resume();
+    assert!(ping(&pool, timeout).await);
+    assert_eq!(connections_received(&mut probe).await, before);
+
+    redis.pause();
+    assert!(!ping(&pool, timeout).await);
+    redis.resume();
+    assert!(ping(&pool, timeout).await);
+    assert_eq!(connections_received(&mut probe).await, before + 1);
+}

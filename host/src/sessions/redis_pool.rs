@@ -7,8 +7,10 @@
 //! caller of the moment sends on the same connection. redis-rs queues the
 //! commands of concurrent callers and writes them out together, and reads
 //! their answers together: under load one `writev` and one `read` carry many
-//! chats' commands instead of one each (docs/performance.md). The pool still
-//! makes more connections when callers take them at the same instant.
+//! chats' commands instead of one each (docs/performance.md). Callers that
+//! come while a connection is being made or checked (at start, after a
+//! failure, after an idle spell) make connections of their own; those stay in
+//! the pool, behind the busy one, up to its 64.
 //!
 //! Handing out a connection does not cost a round trip. deadpool-redis
 //! checks every connection with `UNWATCH` + `PING` each time it leaves the
@@ -16,13 +18,15 @@
 //! checked that way only when it was last handed out more than
 //! [`VERIFY_AFTER_IDLE`] ago, and a connection is dropped from the pool
 //! instead of handed out again if a command on it failed at the connection
-//! level or was abandoned before its answer came (the caller's timeout
-//! fired: the connection may be stuck). Connections are handed out last in,
-//! first out, so the same one stays busy and skips the check.
+//! level or was given up after waiting at least half the Redis timeout for
+//! its answer (the caller's timeout fired: the connection may be stuck). A
+//! command dropped sooner (its chat was cancelled, say) leaves the shared
+//! connection alone. Connections are handed out last in, first out, so the
+//! same one stays busy and skips the check.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, QueueMode, RecycleError, RecycleResult};
@@ -40,9 +44,10 @@ pub type PoolError = managed::PoolError<RedisError>;
 pub struct Connection {
     inner: redis::aio::MultiplexedConnection,
     /// Set, and kept, once a command on the connection fails at the
-    /// connection level or is dropped before its answer comes. Shared with
-    /// every [`Shared`] handle on the connection.
+    /// connection level or is given up on after waiting `stalled`. Shared
+    /// with every [`Shared`] handle on the connection.
     broken: Arc<AtomicBool>,
+    stalled: Duration,
 }
 
 /// A connection handed out by [`connection`]: a clone of a pooled
@@ -51,6 +56,7 @@ pub struct Connection {
 pub struct Shared {
     inner: redis::aio::MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    stalled: Duration,
 }
 
 /// A connection from the pool that many callers may use at once. The pool
@@ -60,14 +66,28 @@ pub async fn connection(pool: &Pool) -> Result<Shared, PoolError> {
     Ok(Shared {
         inner: pooled.inner.clone(),
         broken: pooled.broken.clone(),
+        stalled: pooled.stalled,
     })
 }
 
-/// Marks the connection broken unless the command it watches finished
-/// without a connection-level failure.
+/// Marks the connection broken if the command it watches fails at the
+/// connection level, or is dropped after waiting `stalled` or longer.
 struct InFlight<'a> {
     broken: &'a AtomicBool,
+    stalled: Duration,
+    started: Instant,
     done: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn watch(broken: &'a AtomicBool, stalled: Duration) -> Self {
+        InFlight {
+            broken,
+            stalled,
+            started: Instant::now(),
+            done: false,
+        }
+    }
 }
 
 impl InFlight<'_> {
@@ -83,7 +103,7 @@ impl InFlight<'_> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.started.elapsed() >= self.stalled {
             self.broken.store(true, Ordering::Relaxed);
         }
     }
@@ -92,11 +112,13 @@ impl Drop for InFlight<'_> {
 impl ConnectionLike for Shared {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let watch = InFlight {
-                broken: &self.broken,
-                done: false,
-            };
-            let result = self.inner.send_packed_command(cmd).await;
+            let Shared {
+                inner,
+                broken,
+                stalled,
+            } = self;
+            let watch = InFlight::watch(broken, *stalled);
+            let result = inner.send_packed_command(cmd).await;
             watch.finish(&result);
             result
         })
@@ -109,11 +131,13 @@ impl ConnectionLike for Shared {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let watch = InFlight {
-                broken: &self.broken,
-                done: false,
-            };
-            let result = self.inner.send_packed_commands(cmd, offset, count).await;
+            let Shared {
+                inner,
+                broken,
+                stalled,
+            } = self;
+            let watch = InFlight::watch(broken, *stalled);
+            let result = inner.send_packed_commands(cmd, offset, count).await;
             watch.finish(&result);
             result
         })
@@ -126,6 +150,9 @@ impl ConnectionLike for Shared {
 
 pub struct Manager {
     inner: deadpool_redis::Manager,
+    /// How long a command may wait for its answer before giving up on it
+    /// marks its connection as stuck.
+    stalled: Duration,
 }
 
 impl managed::Manager for Manager {
@@ -136,13 +163,14 @@ impl managed::Manager for Manager {
         Ok(Connection {
             inner: managed::Manager::create(&self.inner).await?,
             broken: Arc::new(AtomicBool::new(false)),
+            stalled: self.stalled,
         })
     }
 
     async fn recycle(&self, conn: &mut Connection, metrics: &Metrics) -> RecycleResult<RedisError> {
         if conn.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
-                "a command on the connection failed or was abandoned",
+                "a command on the connection failed or was left waiting",
             ));
         }
         if metrics.last_used() < VERIFY_AFTER_IDLE {
@@ -154,10 +182,13 @@ impl managed::Manager for Manager {
 
 /// A pool whose every wait is bounded by `timeout`. Connections are made on
 /// first use and remade after Redis comes back, so this succeeds while Redis
-/// is down.
+/// is down. A command given up on after half of `timeout` or more marks its
+/// connection as stuck (the callers' own timeouts are `timeout`, and start
+/// a moment before the command does).
 pub fn pool(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
     let manager = Manager {
         inner: deadpool_redis::Manager::new(url)?,
+        stalled: timeout / 2,
     };
     Ok(Pool::builder(manager)
         .max_size(64)
