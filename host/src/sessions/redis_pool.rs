@@ -40,14 +40,9 @@ pub const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(2);
 pub type Pool = managed::Pool<Manager>;
 pub type PoolError = managed::PoolError<RedisError>;
 
-/// A pooled multiplexed connection and whether it has failed.
+/// A pooled connection: the handle [`connection`] hands out clones of.
 pub struct Connection {
-    inner: redis::aio::MultiplexedConnection,
-    /// Set, and kept, once a command on the connection fails at the
-    /// connection level or is given up on after waiting `stalled`. Shared
-    /// with every [`Shared`] handle on the connection.
-    broken: Arc<AtomicBool>,
-    stalled: Duration,
+    shared: Shared,
 }
 
 /// A connection handed out by [`connection`]: a clone of a pooled
@@ -55,6 +50,9 @@ pub struct Connection {
 #[derive(Clone)]
 pub struct Shared {
     inner: redis::aio::MultiplexedConnection,
+    /// Set, and kept, once a command on the connection fails at the
+    /// connection level or is given up on after waiting `stalled`. Shared
+    /// by every handle on the connection and read when it leaves the pool.
     broken: Arc<AtomicBool>,
     stalled: Duration,
 }
@@ -62,12 +60,7 @@ pub struct Shared {
 /// A connection from the pool that many callers may use at once. The pool
 /// keeps it and hands it to the next caller too.
 pub async fn connection(pool: &Pool) -> Result<Shared, PoolError> {
-    let pooled = pool.get().await?;
-    Ok(Shared {
-        inner: pooled.inner.clone(),
-        broken: pooled.broken.clone(),
-        stalled: pooled.stalled,
-    })
+    Ok(pool.get().await?.shared.clone())
 }
 
 /// Marks the connection broken if the command it watches fails at the
@@ -88,9 +81,7 @@ impl<'a> InFlight<'a> {
             done: false,
         }
     }
-}
 
-impl InFlight<'_> {
     fn finish<T>(mut self, result: &Result<T, RedisError>) {
         self.done = true;
         if let Err(e) = result
@@ -112,13 +103,8 @@ impl Drop for InFlight<'_> {
 impl ConnectionLike for Shared {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let Shared {
-                inner,
-                broken,
-                stalled,
-            } = self;
-            let watch = InFlight::watch(broken, *stalled);
-            let result = inner.send_packed_command(cmd).await;
+            let watch = InFlight::watch(&self.broken, self.stalled);
+            let result = self.inner.send_packed_command(cmd).await;
             watch.finish(&result);
             result
         })
@@ -131,13 +117,8 @@ impl ConnectionLike for Shared {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let Shared {
-                inner,
-                broken,
-                stalled,
-            } = self;
-            let watch = InFlight::watch(broken, *stalled);
-            let result = inner.send_packed_commands(cmd, offset, count).await;
+            let watch = InFlight::watch(&self.broken, self.stalled);
+            let result = self.inner.send_packed_commands(cmd, offset, count).await;
             watch.finish(&result);
             result
         })
@@ -161,14 +142,16 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<Connection, RedisError> {
         Ok(Connection {
-            inner: managed::Manager::create(&self.inner).await?,
-            broken: Arc::new(AtomicBool::new(false)),
-            stalled: self.stalled,
+            shared: Shared {
+                inner: managed::Manager::create(&self.inner).await?,
+                broken: Arc::new(AtomicBool::new(false)),
+                stalled: self.stalled,
+            },
         })
     }
 
     async fn recycle(&self, conn: &mut Connection, metrics: &Metrics) -> RecycleResult<RedisError> {
-        if conn.broken.load(Ordering::Relaxed) {
+        if conn.shared.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
                 "a command on the connection failed or was left waiting",
             ));
@@ -176,7 +159,7 @@ impl managed::Manager for Manager {
         if metrics.last_used() < VERIFY_AFTER_IDLE {
             return Ok(());
         }
-        managed::Manager::recycle(&self.inner, &mut conn.inner, metrics).await
+        managed::Manager::recycle(&self.inner, &mut conn.shared.inner, metrics).await
     }
 }
 

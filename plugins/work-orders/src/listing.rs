@@ -88,6 +88,31 @@ struct AssetIn<'a> {
     custom_id: Option<&'a RawValue>,
 }
 
+/// The `Visitor` methods for every JSON scalar (booleans, numbers, strings,
+/// `null`), each answering `$value`.
+macro_rules! scalars_are {
+    ($value:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+
 /// The search answer as an object: its records are read in the same pass.
 #[derive(Deserialize)]
 struct PageIn<'a> {
@@ -136,24 +161,7 @@ impl<'de> Visitor<'de> for ResultsVisitor {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Results::Other)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Results<'de>, E> {
-        Ok(Results::Other)
-    }
+    scalars_are!(Results::Other);
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Item<'a> {
@@ -177,24 +185,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Item::Other)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Item<'de>, E> {
-        Ok(Item::Other)
-    }
+    scalars_are!(Item::Other);
 }
 
 /// Shown to the model: present, not `null` and not `""`.
@@ -246,24 +237,7 @@ impl<'de> Visitor<'de> for Valid {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_unit<E>(self) -> Result<Valid, E> {
-        Ok(Valid)
-    }
+    scalars_are!(Valid);
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
         while seq.next_element::<Valid>()?.is_some() {}
         Ok(Valid)
