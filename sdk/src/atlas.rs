@@ -408,11 +408,11 @@ pub fn search_work_orders(query: &WorkOrderSearch) -> Result<SearchPage, ToolErr
 /// [`search_work_orders`], with the answer as text for a plugin's own
 /// parsing (see [`call_text`]); [`SearchPage::parse`] reads it as `Value`s.
 pub fn search_work_orders_text(query: &WorkOrderSearch) -> Result<String, ToolError> {
-    let body = to_value(query)?;
-    call_text(
+    let body = serde_json::to_string(query).map_err(encode_error)?;
+    text_answer(
         Method::Post,
         &tool_path(&["work-orders", "search"]),
-        Some(&body),
+        Some(body),
     )
 }
 
@@ -479,18 +479,24 @@ pub fn call(method: Method, path: &[&str], body: Option<&Value>) -> Result<Value
 /// empty 2xx body reads as `null`; other text is not checked here, so the
 /// caller's parse reports invalid JSON.
 pub fn call_text(method: Method, path: &[&str], body: Option<&Value>) -> Result<String, ToolError> {
+    text_answer(method, path, body.map(Value::to_string))
+}
+
+/// [`call_text`] with a body that is already JSON text.
+fn text_answer(method: Method, path: &[&str], body: Option<String>) -> Result<String, ToolError> {
     /// The one field of an answer that makes a 2xx a failure.
     #[derive(Deserialize)]
     struct Outcome {
         success: Option<Value>,
     }
-    let response = backend::request(method, path, body).map_err(from_backend_error)?;
+    let response = backend::send(method, path, body).map_err(from_backend_error)?;
     let text = response.body.trim_start();
     if text.is_empty() && response.is_success() {
         return Ok("null".into());
     }
     let judge_fully = !response.is_success()
         || (text.starts_with('{')
+            && may_name_success(text)
             && match serde_json::from_str::<Outcome>(text) {
                 Ok(o) => o.success == Some(Value::Bool(false)),
                 // Invalid JSON, or a shape the small struct cannot take (a
@@ -505,6 +511,17 @@ pub fn call_text(method: Method, path: &[&str], body: Option<&Value>) -> Result<
         };
     }
     Ok(response.body)
+}
+
+/// Whether a key of `text` could be `success`. Such a key is written either
+/// with the letters themselves or with a `\u` escape (no other escape
+/// stands for a letter), so text with neither needs no parse to know its
+/// answer has no `success` field: a byte search instead of a JSON pass over
+/// an answer that is mostly a list.
+fn may_name_success(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memmem::find(bytes, b"success").is_some()
+        || memchr::memmem::find(bytes, b"\\u").is_some()
 }
 
 /// Call an endpoint and deserialize its JSON answer into `T`.
@@ -592,8 +609,11 @@ fn short(text: &str) -> String {
 }
 
 fn to_value<T: Serialize>(v: &T) -> Result<Value, ToolError> {
-    serde_json::to_value(v)
-        .map_err(|e| ToolError::Internal(format!("request body could not be encoded: {e}")))
+    serde_json::to_value(v).map_err(encode_error)
+}
+
+fn encode_error(e: serde_json::Error) -> ToolError {
+    ToolError::Internal(format!("request body could not be encoded: {e}"))
 }
 
 fn extend(body: &mut Map<String, Value>, fields: &WorkOrderFields) -> Result<(), ToolError> {

@@ -60,6 +60,11 @@ impl Context {
         } else {
             text
         };
+        // Read once without tracking the path, which costs a call for every
+        // value, and again with it only to name what is wrong.
+        if let Ok(config) = T::deserialize(&mut serde_json::Deserializer::from_str(text)) {
+            return Ok(config);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
             ToolError::Internal(format!(
@@ -77,5 +82,57 @@ impl Context {
             _ => default,
         };
         wanted.min(self.max_results).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn context(config_json: &str) -> Context {
+        Context {
+            user: User {
+                id: 1,
+                email: "a@b.test".into(),
+                full_name: String::new(),
+                role: "ADMIN".into(),
+                company_id: 1,
+            },
+            session_id: "s".into(),
+            request_id: "r".into(),
+            agent_id: "a".into(),
+            max_results: 10,
+            config_json: config_json.into(),
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq, Default)]
+    #[serde(default)]
+    struct Config {
+        roles: BTreeMap<String, Vec<String>>,
+        limit: u32,
+    }
+
+    #[test]
+    fn config_reads_the_table_and_names_the_field_it_cannot() {
+        let ok: Config = context(r#"{"roles":{"ADMIN":["x"]},"limit":3}"#)
+            .config()
+            .unwrap();
+        assert_eq!(ok.roles["ADMIN"], ["x"]);
+        assert_eq!(ok.limit, 3);
+        assert_eq!(context("").config::<Config>().unwrap(), Config::default());
+        assert_eq!(
+            context(" null ").config::<Config>().unwrap(),
+            Config::default()
+        );
+        let err = context(r#"{"roles":{"ADMIN":["x", 5]}}"#)
+            .config::<Config>()
+            .unwrap_err();
+        assert!(
+            matches!(&err, ToolError::Internal(m) if m.starts_with("plugin config roles.ADMIN[1]: invalid type")),
+            "{err:?}"
+        );
     }
 }

@@ -480,6 +480,11 @@ fn borrowing_listing_matches_the_value_one() {
         r#"{"results":{"id":1},"total":3}"#.to_string(),
         r#"{"total":-1}"#.to_string(),
         r#"{"results":[],"total":1e3}"#.to_string(),
+        // Escaped key names, and fields and keys the summary skips.
+        r#"{"page":{"n":[1,{"a":null}]},"results":[{"\u0069d":3,"t\u0069tle":"X","extra":[1.5,{"b":true}],"asset":{"id":2,"name":"Pump","tags":["x"]}}],"total":1}"#
+            .to_string(),
+        r#"{"results":{"a":[1,2],"b":{"c":"d"}}}"#.to_string(),
+        r#"[{"id":12345678901234567890,"code":-5,"title":true,"priority":"P\"1"}]"#.to_string(),
         "null".to_string(),
         "17".to_string(),
     ];
@@ -501,6 +506,13 @@ fn listing_falls_back_to_values_for_repeated_keys_and_reports_bad_json() {
     // serde's derived structs refuse a repeated key; `Value` keeps the last.
     let repeated = r#"{"results":[{"id":1,"id":2,"title":"T"}],"total":1}"#;
     assert!(super::listing::summarize(repeated, 5).is_none());
+    for other in [
+        r#"{"results":[],"results":[{"id":1}]}"#,
+        r#"{"results":[{"id":1}],"total":1,"total":2}"#,
+    ] {
+        assert!(super::listing::summarize(other, 5).is_none(), "{other}");
+        assert!(super::listing_by_value(other, 5).is_ok(), "{other}");
+    }
     let h = harness().on(
         Method::Post,
         "/api/agent/tools/work-orders/search",
@@ -541,6 +553,14 @@ fn search_failures_are_mapped_like_other_calls() {
     assert_eq!(
         search(200, r#" {"success":false,"error":"No index"}"#),
         Err(ToolError::Backend("No index".into()))
+    );
+    // The key spelled with an escape is the same key.
+    assert_eq!(
+        search(
+            200,
+            r#"{"results":[],"succ\u0065ss":false,"message":"Escaped"}"#
+        ),
+        Err(ToolError::Backend("Escaped".into()))
     );
     assert_eq!(
         search(200, r#"{"success":false}"#),
@@ -588,7 +608,20 @@ fn answers_a_value_refuses_are_refused_by_both_paths() {
         r#"[{"id":1,"title":"Pump \ud83d"}]"#.to_string(),
         r#"{"results":[],"total":1e400}"#.to_string(),
         "[1e400]".to_string(),
+        // Out of range in a kept field, a skipped key, a skipped list item
+        // and a `results` that is not a list.
+        r#"[{"id":1e400}]"#.to_string(),
+        format!(r#"[{{"id":{}}}]"#, "9".repeat(400)),
+        r#"{"results":[],"meta":1e400}"#.to_string(),
+        r#"[[1e400]]"#.to_string(),
+        r#"{"results":{"x":"\udc00"}}"#.to_string(),
         deep,
+        // Too deep inside a kept field (the asset).
+        format!(
+            r#"[{{"id":1,"asset":{{"name":{}1{}}}}}]"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        ),
     ];
     for answer in bad {
         assert!(
