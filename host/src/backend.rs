@@ -73,6 +73,8 @@ pub struct Backend(std::sync::Arc<Inner>);
 
 struct Inner {
     base: String,
+    /// `base` parsed once; a call's URL is this with its path appended.
+    base_url: reqwest::Url,
     http: reqwest::Client,
     metrics: Metrics,
 }
@@ -84,8 +86,18 @@ impl Backend {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
+        let base = base.trim_end_matches('/').to_string();
+        let base_url = reqwest::Url::parse(&base)
+            .map_err(|e| anyhow::anyhow!("API_BASE {base:?} is not a URL: {e}"))?;
+        anyhow::ensure!(
+            !base_url.cannot_be_a_base()
+                && base_url.query().is_none()
+                && base_url.fragment().is_none(),
+            "API_BASE {base:?} must be a base URL with no query or fragment"
+        );
         Ok(Backend(std::sync::Arc::new(Inner {
-            base: base.trim_end_matches('/').to_string(),
+            base,
+            base_url,
             http,
             metrics,
         })))
@@ -93,6 +105,17 @@ impl Backend {
 
     pub fn base(&self) -> &str {
         &self.0.base
+    }
+
+    /// The base URL with `path` (already encoded, from `encode_path` or a
+    /// constant; no query) appended to its path: only the path is parsed,
+    /// where a URL string would have its scheme and host parsed again per
+    /// call.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.0.base_url.clone();
+        let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
     }
 
     /// Sends a request on the user's behalf. `path` is already encoded
@@ -108,7 +131,7 @@ impl Backend {
         let mut req = self
             .0
             .http
-            .request(method, format!("{}{}", self.0.base, path))
+            .request(method, self.url(path))
             .headers(crate::telemetry::trace_headers())
             .header(reqwest::header::AUTHORIZATION, authorization)
             .header("x-request-id", request_id)
@@ -119,16 +142,17 @@ impl Backend {
                 .body(body);
         }
         let result = self.send_bounded(req).await;
+        let mut code = itoa::Buffer::new();
         let label = match &result {
-            Ok((status, _)) => status.to_string(),
-            Err(CallError::Timeout) => "timeout".into(),
-            Err(CallError::Unavailable(_)) => "unavailable".into(),
-            Err(CallError::TooLarge) => "too_large".into(),
+            Ok((status, _)) => code.format(*status),
+            Err(CallError::Timeout) => "timeout",
+            Err(CallError::Unavailable(_)) => "unavailable",
+            Err(CallError::TooLarge) => "too_large",
         };
         self.0
             .metrics
             .backend_requests
-            .with_label_values(&[&label])
+            .with_label_values(&[label])
             .inc();
         result
     }
@@ -156,7 +180,10 @@ impl Backend {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        // Valid UTF-8 (the usual case) is kept without a copy.
+        let text = String::from_utf8(body)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((status, text))
     }
 
     /// `GET /auth/me` with the caller's Authorization.
@@ -191,6 +218,41 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_urls_append_the_encoded_path_to_the_base() {
+        let url = |base: &str, path: &str| {
+            Backend::new(base, Duration::from_secs(1), Metrics::new())
+                .unwrap()
+                .url(path)
+                .to_string()
+        };
+        assert_eq!(
+            url("http://api:8080", "/auth/me"),
+            "http://api:8080/auth/me"
+        );
+        assert_eq!(
+            url("http://api:8080/", "/auth/me"),
+            "http://api:8080/auth/me"
+        );
+        assert_eq!(
+            url("https://x.test/atlas/", "/api/a%2Fb/%3Fq%23f"),
+            "https://x.test/atlas/api/a%2Fb/%3Fq%23f"
+        );
+        for bad in [
+            "api:8080",
+            "not a url",
+            "http://x.test/?a=1",
+            "mailto:a@b.test",
+        ] {
+            let e = Backend::new(bad, Duration::from_secs(1), Metrics::new()).err();
+            assert!(
+                e.as_ref()
+                    .is_some_and(|e| e.to_string().starts_with("API_BASE")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
 
     #[test]
     fn hostile_segments_stay_inside_one_segment() {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use async_openai::Client;
-use async_openai::config::OpenAIConfig;
+use async_openai::config::{Config as ClientConfig, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::middleware::retry::OpenAIRetryLayer;
@@ -143,10 +143,62 @@ pub trait ChatModel: Send + Sync {
 /// OpenAI Chat Completions with per-attempt timeouts and bounded retries
 /// (429 and 5xx, exponential backoff) from async-openai's retry layer.
 pub struct OpenAiModel {
-    client: Client<OpenAIConfig>,
+    client: Client<PreparedConfig>,
     model: String,
     timeout: Duration,
     metrics: Metrics,
+    /// This model's series of the metrics every call touches, looked up once.
+    series: ModelSeries,
+}
+
+struct ModelSeries {
+    duration: prometheus::Histogram,
+    success: prometheus::IntCounter,
+    prompt_tokens: prometheus::IntCounter,
+    completion_tokens: prometheus::IntCounter,
+}
+
+/// async-openai's `OpenAIConfig` with its headers and the chat URL made
+/// once: the plain config formats the `Authorization` value, parses every
+/// header and formats the URL again for each request.
+struct PreparedConfig {
+    inner: OpenAIConfig,
+    headers: reqwest::header::HeaderMap,
+    chat_url: String,
+}
+
+const CHAT_PATH: &str = "/chat/completions";
+
+impl PreparedConfig {
+    fn new(inner: OpenAIConfig) -> Self {
+        PreparedConfig {
+            headers: inner.headers(),
+            chat_url: inner.url(CHAT_PATH),
+            inner,
+        }
+    }
+}
+
+impl ClientConfig for PreparedConfig {
+    fn headers(&self) -> reqwest::header::HeaderMap {
+        self.headers.clone()
+    }
+    fn url(&self, path: &str) -> String {
+        if path == CHAT_PATH {
+            self.chat_url.clone()
+        } else {
+            self.inner.url(path)
+        }
+    }
+    fn query(&self) -> Vec<(&str, &str)> {
+        self.inner.query()
+    }
+    fn api_base(&self) -> &str {
+        self.inner.api_base()
+    }
+    fn api_key(&self) -> &secrecy::SecretString {
+        self.inner.api_key()
+    }
 }
 
 impl OpenAiModel {
@@ -158,7 +210,7 @@ impl OpenAiModel {
         let service = tower::ServiceBuilder::new()
             .layer(OpenAIRetryLayer::new(config.openai_max_retries))
             .service(ReqwestService::new(http.clone()));
-        let client = Client::with_config(
+        let client = Client::with_config(PreparedConfig::new(
             // Every value explicit and checked by `Config`: `new()` alone
             // would read the organisation and project ids from the
             // environment unchecked.
@@ -167,15 +219,25 @@ impl OpenAiModel {
                 .with_api_base(&config.openai_base_url)
                 .with_org_id(&config.openai_org_id)
                 .with_project_id(&config.openai_project_id),
-        )
+        ))
         .with_http_client(http)
         .with_http_service(service);
+        let model = config.openai_model.as_str();
+        let series = ModelSeries {
+            duration: metrics.openai_duration.with_label_values(&[model]),
+            success: metrics.openai_calls.with_label_values(&[model, "success"]),
+            prompt_tokens: metrics.openai_tokens.with_label_values(&[model, "prompt"]),
+            completion_tokens: metrics
+                .openai_tokens
+                .with_label_values(&[model, "completion"]),
+        };
         Ok(OpenAiModel {
             client,
             model: config.openai_model.clone(),
             timeout: config.openai_timeout * (config.openai_max_retries as u32 + 1)
                 + Duration::from_secs(10),
             metrics,
+            series,
         })
     }
 }
@@ -357,30 +419,32 @@ impl ChatModel for OpenAiModel {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(classify(e)),
         };
-        self.metrics
-            .openai_duration
-            .with_label_values(&[&self.model])
+        self.series
+            .duration
             .observe(started.elapsed().as_secs_f64());
-        let status = match &result {
-            Ok(_) => "success".to_string(),
-            Err(ModelError::Status { status }) => status.to_string(),
-            Err(ModelError::Timeout) => "timeout".into(),
-            Err(ModelError::Unreachable) => "unreachable".into(),
-            Err(ModelError::Invalid) => "invalid".into(),
+        let failure = match &result {
+            Ok(_) => None,
+            Err(ModelError::Status { status }) => Some(status.to_string()),
+            Err(ModelError::Timeout) => Some("timeout".into()),
+            Err(ModelError::Unreachable) => Some("unreachable".into()),
+            Err(ModelError::Invalid) => Some("invalid".into()),
         };
-        self.metrics
-            .openai_calls
-            .with_label_values(&[&self.model, &status])
-            .inc();
+        match failure {
+            None => self.series.success.inc(),
+            Some(status) => self
+                .metrics
+                .openai_calls
+                .with_label_values(&[&self.model, &status])
+                .inc(),
+        }
         let response = result?;
         let mut reply = ModelReply::default();
         if let Some(usage) = &response.usage {
             reply.prompt_tokens = usage.prompt_tokens;
             reply.completion_tokens = usage.completion_tokens;
-            let t = &self.metrics.openai_tokens;
-            t.with_label_values(&[&self.model, "prompt"])
-                .inc_by(usage.prompt_tokens as u64);
-            t.with_label_values(&[&self.model, "completion"])
+            self.series.prompt_tokens.inc_by(usage.prompt_tokens as u64);
+            self.series
+                .completion_tokens
                 .inc_by(usage.completion_tokens as u64);
         }
         let choice = response

@@ -50,6 +50,37 @@ async fn work_order_question_goes_through_the_plugin_with_the_users_token() {
     host.stop().await;
 }
 
+/// Every model call carries the key, the organisation and project the
+/// operator set, and the chat's request id, to the chat completions path.
+#[tokio::test]
+async fn model_calls_carry_the_configured_headers() {
+    let mut stack = Stack::new().await;
+    stack
+        .set("OPENAI_ORG_ID", "org-7")
+        .set("OPENAI_PROJECT_ID", "proj-9");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    for _ in 0..2 {
+        let (status, body) = host.chat(&token, prompt("Show me open work orders")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let calls = stack.openai.requests();
+    assert_eq!(calls.len(), 4, "two chats, two model calls each");
+    let ids: std::collections::HashSet<_> = calls
+        .iter()
+        .map(|r| r.header("x-request-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "one request id per chat: {ids:?}");
+    for r in &calls {
+        assert_eq!(r.path_only(), "/v1/chat/completions");
+        assert_eq!(r.header("authorization"), Some("Bearer test-key"));
+        assert_eq!(r.header("openai-organization"), Some("org-7"));
+        assert_eq!(r.header("openai-project"), Some("proj-9"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn turn_two_carries_turn_one() {
     let stack = Stack::new().await;
