@@ -140,10 +140,16 @@ impl managed::Manager for Manager {
     type Type = Connection;
     type Error = RedisError;
 
+    // Connecting and checking an idle connection are boxed: both are rare,
+    // and their futures (about 6.7 KB for connecting) would otherwise be part
+    // of every `Pool::get` future, and of every future that awaits one, and
+    // be copied each time one of those is moved (boxed, spawned, wrapped in
+    // a timeout). With them boxed a `get` future is a few hundred bytes.
     async fn create(&self) -> Result<Connection, RedisError> {
+        let inner = Box::pin(managed::Manager::create(&self.inner)).await?;
         Ok(Connection {
             shared: Shared {
-                inner: managed::Manager::create(&self.inner).await?,
+                inner,
                 broken: Arc::new(AtomicBool::new(false)),
                 stalled: self.stalled,
             },
@@ -159,7 +165,12 @@ impl managed::Manager for Manager {
         if metrics.last_used() < VERIFY_AFTER_IDLE {
             return Ok(());
         }
-        managed::Manager::recycle(&self.inner, &mut conn.shared.inner, metrics).await
+        Box::pin(managed::Manager::recycle(
+            &self.inner,
+            &mut conn.shared.inner,
+            metrics,
+        ))
+        .await
     }
 }
 
