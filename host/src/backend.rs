@@ -56,6 +56,23 @@ pub fn encode_path<S: AsRef<str>>(segments: &[S]) -> Result<String, PathError> {
     Ok(path)
 }
 
+/// The backend's base URL, or what is wrong with it (without the value,
+/// which may carry credentials): http or https, a host, no query or
+/// fragment. A path is kept as a prefix of every call's path.
+pub fn base_url(base: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(base).map_err(|e| format!("is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or a fragment".into());
+    }
+    Ok(url)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("the backend did not answer in time")]
@@ -87,14 +104,7 @@ impl Backend {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         let base = base.trim_end_matches('/').to_string();
-        let base_url = reqwest::Url::parse(&base)
-            .map_err(|e| anyhow::anyhow!("API_BASE {base:?} is not a URL: {e}"))?;
-        anyhow::ensure!(
-            !base_url.cannot_be_a_base()
-                && base_url.query().is_none()
-                && base_url.fragment().is_none(),
-            "API_BASE {base:?} must be a base URL with no query or fragment"
-        );
+        let base_url = base_url(&base).map_err(|problem| anyhow::anyhow!("API_BASE {problem}"))?;
         Ok(Backend(std::sync::Arc::new(Inner {
             base,
             base_url,
@@ -243,7 +253,9 @@ mod tests {
             "api:8080",
             "not a url",
             "http://x.test/?a=1",
+            "http://x.test/#f",
             "mailto:a@b.test",
+            "file:///srv/atlas",
         ] {
             let e = Backend::new(bad, Duration::from_secs(1), Metrics::new()).err();
             assert!(

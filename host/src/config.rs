@@ -388,8 +388,16 @@ impl Config {
         if let Some(url) = &config.redis_url {
             check_redis_url(url)?;
         }
-        // The model client builds these headers on every call and panics on
-        // a value a header cannot hold (a newline left by `kubectl create
+        // Checked here so that the host refuses to start, without echoing
+        // the value (it may carry credentials).
+        if let Err(problem) = crate::backend::base_url(&config.api_base) {
+            return Err(ConfigError {
+                name: API_BASE,
+                problem,
+            });
+        }
+        // The model client builds these headers once, at start, and panics
+        // on a value a header cannot hold (a newline left by `kubectl create
         // secret --from-file`, say): refuse it here, without echoing it.
         let key = config
             .openai_api_key
@@ -605,6 +613,23 @@ mod tests {
                 cfg(&[(REDIS_URL, ok)]).unwrap().redis_url.as_deref(),
                 Some(ok)
             );
+        }
+    }
+
+    #[test]
+    fn an_api_base_that_is_not_an_http_base_url_stops_the_start() {
+        for bad in [
+            "api:8080",
+            "file:///srv/atlas",
+            "https://user:secret@atlas.example/?x=1",
+            "http://",
+        ] {
+            let err = cfg(&[(API_BASE, bad)]).unwrap_err();
+            assert_eq!(err.name, API_BASE, "{bad}: {err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        for ok in ["http://api:8080", "https://atlas.example/base/"] {
+            assert!(cfg(&[(API_BASE, ok)]).is_ok(), "{ok}");
         }
     }
 
