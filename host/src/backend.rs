@@ -89,8 +89,7 @@ pub enum CallError {
 pub struct Backend(std::sync::Arc<Inner>);
 
 struct Inner {
-    base: String,
-    /// `base` parsed once; a call's URL is this with its path appended.
+    /// Parsed once; a call's URL is this with its path appended.
     base_url: reqwest::Url,
     http: reqwest::Client,
     metrics: Metrics,
@@ -103,18 +102,12 @@ impl Backend {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
-        let base = base.trim_end_matches('/').to_string();
-        let base_url = base_url(&base).map_err(|problem| anyhow::anyhow!("API_BASE {problem}"))?;
+        let base_url = base_url(base).map_err(|problem| anyhow::anyhow!("API_BASE {problem}"))?;
         Ok(Backend(std::sync::Arc::new(Inner {
-            base,
             base_url,
             http,
             metrics,
         })))
-    }
-
-    pub fn base(&self) -> &str {
-        &self.0.base
     }
 
     /// The base URL with `path` (already encoded, from `encode_path` or a
@@ -219,7 +212,7 @@ impl Backend {
         let req = self
             .0
             .http
-            .get(format!("{}/actuator/health", self.0.base))
+            .get(self.url("/actuator/health"))
             .timeout(timeout);
         matches!(req.send().await, Ok(r) if r.status().is_success())
     }
