@@ -37,6 +37,9 @@
 #                      write the hottest symbols to perf-report.txt; dwarf = the
 #                      same with call graphs (perf-children.txt: inclusive time).
 #                      Adds overhead: do not compare its CPU figures with others.
+#                      syscalls = count host1's memory-management and I/O
+#                      system calls (perf stat on syscall tracepoints) into
+#                      perf-syscalls.txt, with the count per chat.
 #   PIN                1 = pin the host(s) to the last CPU and Redis, the stubs
 #                      and k6 to the others (taskset), so the host's CPU per chat
 #                      is measured without sharing a core's caches with the load
@@ -332,7 +335,14 @@ timer=()
 [[ -x /usr/bin/time ]] && timer=(/usr/bin/time -o "$OUT/k6-time.txt" -f '%e %U %S %M')
 log "k6 $PROFILE: ${BASES[*]} (VUs ${VUS}, model latency ${MODEL_LATENCY_MS} ms); logs in $OUT"
 perf_pid=
-if [[ $PERF == 1 || $PERF == dwarf ]]; then
+if [[ $PERF == syscalls ]]; then
+  syscall_events=mprotect,madvise,mmap,munmap,ioctl,epoll_wait,sendto,recvfrom,write,writev,read
+  perf stat -x, -e "$(sed 's/\([a-z_0-9]*\)/syscalls:sys_enter_\1/g' <<<"$syscall_events")" \
+    -o "$OUT/perf-stat.csv" -p "$(pid_of host1)" >"$OUT/perf-record.log" 2>&1 &
+  perf_pid=$!
+  PIDS+=("$perf_pid")
+  NAMES+=(perf)
+elif [[ $PERF == 1 || $PERF == dwarf ]]; then
   perf_args=(-F 999)
   [[ $PERF == dwarf ]] && perf_args=(-F 199 --call-graph "dwarf,16384")
   perf record -q "${perf_args[@]}" -e cpu-clock -o "$OUT/perf.data" -p "$(pid_of host1)" \
@@ -356,7 +366,15 @@ if [[ -n $perf_pid ]]; then
     --percent-limit 0.2 2>/dev/null | trim >"$OUT/perf-report.txt" || true
   perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
     | trim >"$OUT/perf-dso.txt" || true
-  if [[ $PERF == dwarf ]]; then
+  if [[ $PERF == syscalls ]]; then
+    # Chats in the measured window: the count after the load minus before.
+    count_chats() { awk '/^agents_chat_request_duration_seconds_count/ {n += $2} END {print n + 0}' "$1"; }
+    chats=$(($(count_chats "$OUT/metrics-host1-after.txt") - $(count_chats "$OUT/metrics-host1-before.txt")))
+    awk -F, -v chats="$chats" '$3 ~ /^syscalls:/ {
+        sub("syscalls:sys_enter_", "", $3)
+        printf "%-12s %10d  %6.2f per chat\n", $3, $1, (chats > 0 ? $1 / chats : 0)
+      }' "$OUT/perf-stat.csv" >"$OUT/perf-syscalls.txt" || true
+  elif [[ $PERF == dwarf ]]; then
     perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none \
       --percent-limit 1 2>/dev/null | trim >"$OUT/perf-children.txt" || true
   fi

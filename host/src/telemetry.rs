@@ -124,6 +124,7 @@ pub struct Metrics {
     pub plugin_invocations: IntCounterVec,
     pub plugin_duration: HistogramVec,
     pub plugin_limit_hits: IntCounterVec,
+    pub plugin_fuel: IntCounterVec,
     pub plugin_reloads: IntCounterVec,
     pub plugins_loaded: IntGauge,
     pub policy_decisions: IntCounterVec,
@@ -252,6 +253,14 @@ impl Metrics {
                 "agents_plugin_limit_hits_total",
                 "Plugin calls stopped by a sandbox limit",
                 &["plugin", "kind"],
+            ),
+            plugin_fuel: counter(
+                r,
+                "agents_plugin_fuel_consumed_total",
+                "Fuel plugin calls consumed (about one unit per WebAssembly instruction), \
+                 instantiation included; divided by the plugin's calls it is the mean to \
+                 set the fuel limit against",
+                &["plugin"],
             ),
             plugin_reloads: counter(
                 r,

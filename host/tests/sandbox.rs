@@ -128,10 +128,22 @@ async fn cpu_obeyed_and_violated() {
     let s = Sandbox::new().await;
     // A raised deadline isolates the fuel limit.
     s.limits("timeout_ms = 20000\nfuel = 5000000").await;
+    let fuel = s.metrics.plugin_fuel.with_label_values(&["misbehave"]);
     let r = s.call("burn", json!({"iterations": 1000})).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    // The fuel a call consumed is counted, and it follows the work done.
+    let small = fuel.get();
+    assert!(small > 1000 && small < 5_000_000, "{small}");
+    let r = s.call("burn", json!({"iterations": 100_000})).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    let large = fuel.get() - small;
+    // At least five instructions an iteration (three shifts, three xors, an add).
+    assert!(large > small && large >= 500_000, "{small} then {large}");
+    let before = fuel.get();
     let r = s.call("burn", json!({"iterations": 100_000_000u64})).await;
     assert_eq!(Sandbox::failure(&r), "cpu");
+    // A call stopped for CPU consumed its whole allowance.
+    assert_eq!(fuel.get() - before, 5_000_000);
 }
 
 #[tokio::test]

@@ -201,6 +201,14 @@ for h in hosts:
         "tools_by_status": delta_by(b, a, "agents_tool_executions_total", "status"),
         "backend_by_status": delta_by(b, a, "agents_backend_requests_total", "status"),
         "plugins": plugin,
+        # Guest work is deterministic where CPU time on a shared machine is
+        # not: fuel (about one unit per WebAssembly instruction) per chat.
+        "fuel_per_chat": {
+            k: v / ok
+            for k, v in sorted(delta_by(b, a, "agents_plugin_fuel_consumed_total", "plugin").items())
+        }
+        if ok
+        else {},
         "session_store": store,
         "session_store_errors": delta_by(b, a, "agents_session_store_errors_total", "op"),
     }
@@ -266,6 +274,13 @@ for h, d in host_out.items():
     )
     for tool, p in d["plugins"].items():
         lines.append(f"          plugin {tool}: {int(p['calls'])} calls, mean {f(p['mean_ms'], '{:.3f}')} ms")
+    if d["fuel_per_chat"]:
+        fuel = d["fuel_per_chat"]
+        lines.append(
+            "          fuel per chat "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in fuel.items())
+            + f"; all {sum(fuel.values()):,.0f}"
+        )
     for op, p in d["session_store"].items():
         lines.append(f"          store {op}: {int(p['calls'])} ops, mean {f(p['mean_ms'], '{:.3f}')} ms")
     if d["session_store_errors"]:

@@ -85,9 +85,18 @@ pub struct Plugin {
     pub loaded_at: u64,
     manifest: Arc<Manifest>,
     kind: Kind,
+    /// This plugin's series of `agents_plugin_fuel_consumed_total`.
+    fuel: prometheus::IntCounter,
 }
 
 impl Plugin {
+    /// Counts the fuel a finished call's store consumed.
+    fn count_fuel(&self, store: &wasmtime::Store<State>) {
+        let left = store.get_fuel().unwrap_or(0);
+        self.fuel
+            .inc_by(self.manifest.limits.fuel.saturating_sub(left));
+    }
+
     fn version(&self) -> &str {
         &self.digest[..12]
     }
@@ -516,6 +525,7 @@ impl PluginHost {
             ));
         };
         Ok(Plugin {
+            fuel: self.metrics.plugin_fuel.with_label_values(&[&*name]),
             name,
             digest: file.digest.clone(),
             loaded_at: now_ms(),
@@ -710,6 +720,7 @@ impl PluginHost {
         // The epoch deadline stops guest code; this one also bounds time
         // spent waiting on the backend.
         let result = tokio::time::timeout(limits.timeout, run).await;
+        plugin.count_fuel(&store);
         let backend_time = store.data().backend_time;
         let outcome = match result {
             Err(_) => fail(
@@ -866,7 +877,9 @@ impl PluginHost {
                 Hook::Answer { answer } => p.call_check_answer(&mut store, &ctx, answer).await,
             }
         };
-        match tokio::time::timeout(limits.timeout, run).await {
+        let result = tokio::time::timeout(limits.timeout, run).await;
+        plugin.count_fuel(&store);
+        match result {
             Err(_) => Err("timeout".into()),
             Ok(Err(e)) => Err(runtime::classify(&e, store.data()).as_str().to_string()),
             Ok(Ok(Decision::Rewrite(v))) if v.len() > limits.output_bytes => {
