@@ -54,29 +54,44 @@ fn replace_spans(text: &str, spans: &[(usize, usize, String)]) -> Option<String>
     Some(out)
 }
 
-/// Where `needle` (non-empty) next occurs in `hay` at or after `from`, ASCII
-/// letters matched in any case if `any_case`. A plain scan: the needles are a
-/// few bytes long and the answers a few KiB, where `str::find` spends more on
-/// setting up its searcher than on searching.
-fn find_from(hay: &[u8], needle: &[u8], from: usize, any_case: bool) -> Option<usize> {
-    let last = hay.len().checked_sub(needle.len())?;
-    let first = needle[0];
-    (from..=last).find(|&i| {
-        let b = hay[i];
-        let starts = if any_case {
-            b.eq_ignore_ascii_case(&first)
-        } else {
-            b == first
-        };
-        starts && {
-            let window = &hay[i..i + needle.len()];
-            if any_case {
-                window.eq_ignore_ascii_case(needle)
-            } else {
-                window == needle
-            }
+/// Finds where a needle occurs in a text from a given position on. Case
+/// sensitive needles use `memchr`'s substring search (a vector scan for the
+/// needle's rarest bytes); `bearer`, matched in any case, scans for either
+/// case of its first letter and compares the window.
+struct Finder<'n> {
+    needle: &'n [u8],
+    /// The substring searcher, for a case-sensitive needle.
+    exact: Option<memchr::memmem::Finder<'n>>,
+}
+
+impl<'n> Finder<'n> {
+    /// `needle` must not be empty.
+    fn new(needle: &'n [u8], any_case: bool) -> Self {
+        debug_assert!(!needle.is_empty());
+        Finder {
+            needle,
+            exact: (!any_case).then(|| memchr::memmem::Finder::new(needle)),
         }
-    })
+    }
+
+    /// Where the needle next starts in `hay` at or after `from`.
+    fn find(&self, hay: &[u8], mut from: usize) -> Option<usize> {
+        if let Some(exact) = &self.exact {
+            return Some(from + exact.find(hay.get(from..)?)?);
+        }
+        let first = self.needle[0];
+        let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+        loop {
+            let i = from + memchr::memchr2(lower, upper, hay.get(from..)?)?;
+            if hay
+                .get(i..i + self.needle.len())?
+                .eq_ignore_ascii_case(self.needle)
+            {
+                return Some(i);
+            }
+            from = i + 1;
+        }
+    }
 }
 
 /// Whether the byte before `i` ends a word (so a match starting at `i` is a
@@ -100,8 +115,9 @@ fn b64url_char(c: u8) -> bool {
 fn mask_bearer(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
+    let finder = Finder::new(b"bearer", true);
     let mut from = 0;
-    while let Some(start) = find_from(bytes, b"bearer", from, true) {
+    while let Some(start) = finder.find(bytes, from) {
         from = start + 6;
         if !at_word_start(text, start) {
             continue;
@@ -127,8 +143,9 @@ fn mask_bearer(text: &str) -> Option<String> {
 fn mask_jwts(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
+    let finder = Finder::new(b"eyJ", false);
     let mut from = 0;
-    while let Some(start) = find_from(bytes, b"eyJ", from, false) {
+    while let Some(start) = finder.find(bytes, from) {
         from = start + 3;
         if !at_word_start(text, start) {
             continue;
@@ -160,8 +177,9 @@ fn mask_keys(text: &str, prefixes: &[String], min_chars: usize) -> Option<String
     let bytes = text.as_bytes();
     let mut spans: Vec<(usize, usize, String)> = Vec::new();
     for prefix in prefixes.iter().filter(|p| !p.is_empty()) {
+        let finder = Finder::new(prefix.as_bytes(), false);
         let mut from = 0;
-        while let Some(start) = find_from(bytes, prefix.as_bytes(), from, false) {
+        while let Some(start) = finder.find(bytes, from) {
             from = start + prefix.len();
             if !at_word_start(text, start) {
                 continue;
@@ -206,29 +224,42 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 fn mask_cards(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() || !at_word_start(text, i) {
-            i += 1;
-            continue;
-        }
-        // Collect the groups of this run.
-        let mut groups: Vec<(usize, usize)> = Vec::new();
+    // The groups of the run starting at `i`: (start, end) of each, passed
+    // to `each`; returns where the run ends.
+    let run = |i: usize, each: &mut dyn FnMut(usize, usize)| {
         let mut j = i;
         loop {
             let start = j;
             while j < bytes.len() && bytes[j].is_ascii_digit() {
                 j += 1;
             }
-            groups.push((start, j));
+            each(start, j);
             let joined = j + 1 < bytes.len()
                 && matches!(bytes[j], b' ' | b'-')
                 && bytes[j + 1].is_ascii_digit();
             if !joined {
-                break;
+                return j;
             }
             j += 1;
         }
+    };
+    let mut i = 0;
+    while let Some(next) = bytes[i..].iter().position(u8::is_ascii_digit) {
+        i += next;
+        if !at_word_start(text, i) {
+            i += 1;
+            continue;
+        }
+        // Dates, times and ids make most runs: shorter than any card, they
+        // are passed over without collecting their groups.
+        let mut total = 0;
+        let j = run(i, &mut |s, e| total += e - s);
+        if total < 13 {
+            i = j;
+            continue;
+        }
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        run(i, &mut |s, e| groups.push((s, e)));
         // A run glued to letters (an id like `ABC1234567890123`) is not a card.
         let ends_word = text[j..]
             .chars()

@@ -120,3 +120,22 @@ fn luhn() {
 fn runs_on_answers_only() {
     assert_eq!(guard().hooks(), [Hook::Answer]);
 }
+
+#[test]
+fn scans_past_near_misses_to_the_secret() {
+    let h = guard();
+    // First letters of the needles that do not start them, any case for
+    // `bearer`, and a needle cut short by the end of the text.
+    let out =
+        rewritten(h.check_answer("bb Bea BEARER abcdefgh12345678 eye sk sk-abcdefghijklmnopq"));
+    assert_eq!(out, format!("bb Bea BEARER {TOKEN_MASK} eye sk {KEY_MASK}"));
+    assert_eq!(h.check_answer("ends with beare"), Decision::Allow);
+    assert_eq!(h.check_answer("ends with ey"), Decision::Allow);
+    // Twelve digits in a run are too few for a card; thirteen Luhn-valid
+    // digits are one, also after many short runs (dates, times, ids).
+    assert_eq!(h.check_answer("id 4222 2222 2222"), Decision::Allow);
+    let listing = "WO000101 2026-11-28T10:00:00 due 2026-12-01, 3 of 12; ".repeat(40);
+    assert_eq!(h.check_answer(&listing), Decision::Allow);
+    let out = rewritten(h.check_answer(&format!("{listing}card 4222222222222")));
+    assert_eq!(out, format!("{listing}card [REDACTED CARD ending 2222]"));
+}
