@@ -88,7 +88,7 @@ log() { printf '[run] %s\n' "$*" >&2; }
 # --- cleanup ---------------------------------------------------------------
 PIDS=()
 NAMES=()
-# shellcheck disable=SC2317 # called through the trap
+# shellcheck disable=SC2317,SC2329 # called through the trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -336,8 +336,11 @@ timer=()
 log "k6 $PROFILE: ${BASES[*]} (VUs ${VUS}, model latency ${MODEL_LATENCY_MS} ms); logs in $OUT"
 perf_pid=
 if [[ $PERF == syscalls ]]; then
-  syscall_events=mprotect,madvise,mmap,munmap,ioctl,epoll_wait,sendto,recvfrom,write,writev,read
-  perf stat -x, -e "$(sed 's/\([a-z_0-9]*\)/syscalls:sys_enter_\1/g' <<<"$syscall_events")" \
+  syscall_events=
+  for call in mprotect madvise mmap munmap ioctl epoll_wait sendto recvfrom write writev read; do
+    syscall_events+=${syscall_events:+,}syscalls:sys_enter_$call
+  done
+  perf stat -x, -e "$syscall_events" \
     -o "$OUT/perf-stat.csv" -p "$(pid_of host1)" >"$OUT/perf-record.log" 2>&1 &
   perf_pid=$!
   PIDS+=("$perf_pid")
@@ -360,12 +363,6 @@ snapshot after
 if [[ -n $perf_pid ]]; then
   kill -INT "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" 2>/dev/null || true
-  # perf pads every line to the longest symbol: trim the padding.
-  trim() { grep -v -e '^#' -e '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//'; }
-  perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none \
-    --percent-limit 0.2 2>/dev/null | trim >"$OUT/perf-report.txt" || true
-  perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
-    | trim >"$OUT/perf-dso.txt" || true
   if [[ $PERF == syscalls ]]; then
     # Chats in the measured window: the count after the load minus before.
     count_chats() { awk '/^agents_chat_request_duration_seconds_count/ {n += $2} END {print n + 0}' "$1"; }
@@ -374,11 +371,20 @@ if [[ -n $perf_pid ]]; then
         sub("syscalls:sys_enter_", "", $3)
         printf "%-12s %10d  %6.2f per chat\n", $3, $1, (chats > 0 ? $1 / chats : 0)
       }' "$OUT/perf-stat.csv" >"$OUT/perf-syscalls.txt" || true
-  elif [[ $PERF == dwarf ]]; then
-    perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none \
-      --percent-limit 1 2>/dev/null | trim >"$OUT/perf-children.txt" || true
+    log "perf: $OUT/perf-syscalls.txt"
+  else
+    # perf pads every line to the longest symbol: trim the padding.
+    trim() { grep -v -e '^#' -e '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//'; }
+    perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio -g none \
+      --percent-limit 0.2 2>/dev/null | trim >"$OUT/perf-report.txt" || true
+    perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+      | trim >"$OUT/perf-dso.txt" || true
+    if [[ $PERF == dwarf ]]; then
+      perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none \
+        --percent-limit 1 2>/dev/null | trim >"$OUT/perf-children.txt" || true
+    fi
+    log "perf: $OUT/perf-report.txt"
   fi
-  log "perf: $OUT/perf-report.txt"
 fi
 
 memory after
