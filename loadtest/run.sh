@@ -73,6 +73,7 @@ PIN=${PIN:-0}
 WORKERS=${WORKERS:-1}
 
 case "$PROFILE" in local | staged) ;; *) echo "PROFILE must be local or staged" >&2; exit 2 ;; esac
+case "$PERF" in 0 | 1 | dwarf | syscalls) ;; *) echo "PERF must be 0, 1, dwarf or syscalls" >&2; exit 2 ;; esac
 case "$HOSTS" in 1 | 2) ;; *) echo "HOSTS must be 1 or 2" >&2; exit 2 ;; esac
 case "$PIN" in 0 | 1) ;; *) echo "PIN must be 0 or 1" >&2; exit 2 ;; esac
 [[ $WORKERS =~ ^[0-9]+$ ]] || { echo "WORKERS must be a number (0 = one per CPU)" >&2; exit 2; }
@@ -341,7 +342,7 @@ if [[ $PERF == syscalls ]]; then
     syscall_events+=${syscall_events:+,}syscalls:sys_enter_$call
   done
   perf stat -x, -e "$syscall_events" \
-    -o "$OUT/perf-stat.csv" -p "$(pid_of host1)" >"$OUT/perf-record.log" 2>&1 &
+    -o "$OUT/perf-stat.csv" -p "$(pid_of host1)" >"$OUT/perf-stat.log" 2>&1 &
   perf_pid=$!
   PIDS+=("$perf_pid")
   NAMES+=(perf)
@@ -364,14 +365,21 @@ if [[ -n $perf_pid ]]; then
   kill -INT "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" 2>/dev/null || true
   if [[ $PERF == syscalls ]]; then
-    # Chats in the measured window: the count after the load minus before.
-    count_chats() { awk '/^agents_chat_request_duration_seconds_count/ {n += $2} END {print n + 0}' "$1"; }
+    # Successful chats in the measured window (the report's denominator):
+    # the count after the load minus before.
+    count_chats() { awk '/^agents_chat_requests_total\{.*status="success"/ {n += $2} END {print n + 0}' "$1"; }
     chats=$(($(count_chats "$OUT/metrics-host1-after.txt") - $(count_chats "$OUT/metrics-host1-before.txt")))
-    awk -F, -v chats="$chats" '$3 ~ /^syscalls:/ {
-        sub("syscalls:sys_enter_", "", $3)
-        printf "%-12s %10d  %6.2f per chat\n", $3, $1, (chats > 0 ? $1 / chats : 0)
-      }' "$OUT/perf-stat.csv" >"$OUT/perf-syscalls.txt" || true
-    log "perf: $OUT/perf-syscalls.txt"
+    # perf writes "<not supported>" or nothing when the tracepoints cannot be
+    # opened (they need root or a low perf_event_paranoid and tracefs).
+    if grep -qE '^[0-9]+,,syscalls:' "$OUT/perf-stat.csv" 2>/dev/null; then
+      awk -F, -v chats="$chats" '$3 ~ /^syscalls:/ {
+          sub("syscalls:sys_enter_", "", $3)
+          printf "%-12s %10d  %6.2f per chat\n", $3, $1, (chats > 0 ? $1 / chats : 0)
+        }' "$OUT/perf-stat.csv" >"$OUT/perf-syscalls.txt"
+      log "perf: $OUT/perf-syscalls.txt"
+    else
+      log "perf: no system call counts; see $OUT/perf-stat.log and $OUT/perf-stat.csv"
+    fi
   else
     # perf pads every line to the longest symbol: trim the padding.
     trim() { grep -v -e '^#' -e '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//'; }

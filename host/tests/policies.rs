@@ -280,3 +280,35 @@ async fn a_failing_policy_fails_closed() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn the_fuel_of_policy_and_tool_calls_is_counted() {
+    let stack = stack_with_policies().await;
+    let host = stack.start().await;
+    let fuel = |text: &str, plugin: &str| -> f64 {
+        let series = format!("agents_plugin_fuel_consumed_total{{plugin=\"{plugin}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no fuel series for {plugin}\n{text}"))
+    };
+    let before = host.metrics_text().await;
+    let (s, b) = host
+        .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let after = host.metrics_text().await;
+    // One chat: a call to each policy's hook and one tool call, each counted.
+    for plugin in [
+        "request-validation",
+        "tool-access",
+        "answer-guard",
+        "work-orders",
+    ] {
+        let used = fuel(&after, plugin) - fuel(&before, plugin);
+        assert!(used > 1000.0, "{plugin}: {used}");
+    }
+    // A plugin that was not called counts nothing.
+    assert_eq!(fuel(&after, "assets"), 0.0);
+    host.stop().await;
+}

@@ -131,9 +131,13 @@ fn scans_past_near_misses_to_the_secret() {
     assert_eq!(out, format!("bb Bea BEARER {TOKEN_MASK} eye sk {KEY_MASK}"));
     assert_eq!(h.check_answer("ends with beare"), Decision::Allow);
     assert_eq!(h.check_answer("ends with ey"), Decision::Allow);
-    // Twelve digits in a run are too few for a card; thirteen Luhn-valid
-    // digits are one, also after many short runs (dates, times, ids).
-    assert_eq!(h.check_answer("id 4222 2222 2222"), Decision::Allow);
+    // `eyJ` is matched in its case only: a JWT shape starting `eyj` stays.
+    assert_eq!(
+        h.check_answer(&format!("x {}", JWT.replacen("eyJ", "eyj", 1))),
+        Decision::Allow
+    );
+    // Thirteen Luhn-valid digits are a card, also after many short runs
+    // (dates, times, ids) that are passed over.
     let listing = "WO000101 2026-11-28T10:00:00 due 2026-12-01, 3 of 12; ".repeat(40);
     assert_eq!(h.check_answer(&listing), Decision::Allow);
     let out = rewritten(h.check_answer(&format!("{listing}card 4222222222222")));
