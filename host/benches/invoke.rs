@@ -95,6 +95,31 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // What checking a tool's output costs the host (`check_output`): the
+    // content only has to be JSON, so it is skipped through rather than
+    // parsed into a tree. A work order listing as the work-orders tool
+    // returns it, about 1 KB.
+    let items: Vec<serde_json::Value> = (0..5)
+        .map(|i| {
+            serde_json::json!({
+                "id": 101 + i, "code": format!("WO{:06}", 101 + i),
+                "title": format!("Replace the worn drive belt on conveyor line {i}"),
+                "priority": "HIGH", "status": "OPEN", "dueDate": "2026-12-01T08:00:00Z",
+                "asset": format!("Conveyor {i}"),
+            })
+        })
+        .collect();
+    let listing =
+        serde_json::json!({"type": "work_orders", "total": 12, "items": items}).to_string();
+    let mut group = c.benchmark_group("tool_output_check");
+    group.bench_function("parse_into_value", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(&listing).unwrap())
+    });
+    group.bench_function("skip_with_ignored_any", |b| {
+        b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(&listing).unwrap())
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

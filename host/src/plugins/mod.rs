@@ -981,7 +981,10 @@ fn check_output(out: bindings::ToolOutput, max: usize) -> Result<ToolSuccess, To
         kind: "invalid-output",
         message: m,
     };
-    serde_json::from_str::<Value>(&out.content)
+    // Checked, not kept: the content goes on as text, so the parser skips
+    // every value instead of building a tree (a listing is many small
+    // allocations).
+    serde_json::from_str::<serde::de::IgnoredAny>(&out.content)
         .map_err(|e| invalid(format!("the tool returned content that is not JSON: {e}")))?;
     let draft = match out.draft {
         None => None,
@@ -1110,10 +1113,43 @@ mod tests {
             draft: None,
         };
         assert!(check_output(out("{\"a\":1}"), 100).is_ok());
-        assert_eq!(
-            check_output(out("nope"), 100).unwrap_err().kind,
-            "invalid-output"
-        );
+        // Nesting deeper than a parse into a tree allows is still JSON, and
+        // the check goes through it without recursing.
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        for ok in [
+            "[1, -2.5e3, true, null, \"\\u00e9\\n\", {\"b\": []}]",
+            " \"text\" ",
+            deep.as_str(),
+        ] {
+            assert!(check_output(out(ok), 20_000).is_ok(), "{ok}");
+        }
+        // The content is checked without being kept: every way JSON can be
+        // malformed is still refused.
+        for bad in [
+            "nope",
+            "",
+            "{\"a\":1} trailing",
+            "{\"a\":1,}",
+            "[1 2]",
+            "{\"a\" 1}",
+            "\"\\x\"",
+            "\"\\u12G4\"",
+            "01",
+            "1.",
+            "-",
+            "[1,",
+            "{\"a\":",
+            "\"unterminated",
+            "\"tab\there\"",
+            "[[[]]",
+        ] {
+            let content = bad.to_string();
+            assert_eq!(
+                check_output(out(&content), 1000).unwrap_err().kind,
+                "invalid-output",
+                "{bad}"
+            );
+        }
         assert_eq!(
             check_output(out(&format!("\"{}\"", "x".repeat(200))), 100)
                 .unwrap_err()
