@@ -39,7 +39,7 @@
 #                      Adds overhead: do not compare its CPU figures with others.
 #                      syscalls = count host1's memory-management and I/O
 #                      system calls (perf stat on syscall tracepoints) into
-#                      perf-syscalls.txt, with the count per chat.
+#                      perf-stat.csv; the report gives them per chat.
 #   PIN                1 = pin the host(s) to the last CPU and Redis, the stubs
 #                      and k6 to the others (taskset), so the host's CPU per chat
 #                      is measured without sharing a core's caches with the load
@@ -365,18 +365,10 @@ if [[ -n $perf_pid ]]; then
   kill -INT "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" 2>/dev/null || true
   if [[ $PERF == syscalls ]]; then
-    # Successful chats in the measured window (the report's denominator):
-    # the count after the load minus before.
-    count_chats() { awk '/^agents_chat_requests_total\{.*status="success"/ {n += $2} END {print n + 0}' "$1"; }
-    chats=$(($(count_chats "$OUT/metrics-host1-after.txt") - $(count_chats "$OUT/metrics-host1-before.txt")))
     # perf writes "<not supported>" or nothing when the tracepoints cannot be
     # opened (they need root or a low perf_event_paranoid and tracefs).
     if grep -qE '^[0-9]+,,syscalls:' "$OUT/perf-stat.csv" 2>/dev/null; then
-      awk -F, -v chats="$chats" '$3 ~ /^syscalls:/ {
-          sub("syscalls:sys_enter_", "", $3)
-          printf "%-12s %10d  %6.2f per chat\n", $3, $1, (chats > 0 ? $1 / chats : 0)
-        }' "$OUT/perf-stat.csv" >"$OUT/perf-syscalls.txt"
-      log "perf: $OUT/perf-syscalls.txt"
+      log "perf: $OUT/perf-stat.csv (per chat in the report)"
     else
       log "perf: no system call counts; see $OUT/perf-stat.log and $OUT/perf-stat.csv"
     fi

@@ -213,6 +213,19 @@ for h in hosts:
         "session_store_errors": delta_by(b, a, "agents_session_store_errors_total", "op"),
     }
 
+# PERF=syscalls: `perf stat -x,` counts of host1's system calls over the load
+# ("<count>,,syscalls:sys_enter_<name>,..."), per successful chat.
+syscalls = {}
+for line in (read("perf-stat.csv") or "").splitlines():
+    fields = line.split(",")
+    if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_") and fields[0].isdigit():
+        syscalls[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+if syscalls and "host1" in host_out:
+    served = host_out["host1"]["chats_by_status"].get("success", 0.0)
+    host_out["host1"]["syscalls_per_chat"] = (
+        {k: v / served for k, v in syscalls.items()} if served else {}
+    )
+
 all_ok = sum(h["chats_by_status"].get("success", 0.0) for h in host_out.values())
 all_cpu = sum(h["cpu_s"] or 0 for h in host_out.values())
 
@@ -280,6 +293,11 @@ for h, d in host_out.items():
             "          fuel per chat "
             + ", ".join(f"{k} {v:,.0f}" for k, v in fuel.items())
             + f"; all {sum(fuel.values()):,.0f}"
+        )
+    if d.get("syscalls_per_chat"):
+        lines.append(
+            "          system calls per chat "
+            + ", ".join(f"{k} {v:.2f}" for k, v in d["syscalls_per_chat"].items())
         )
     for op, p in d["session_store"].items():
         lines.append(f"          store {op}: {int(p['calls'])} ops, mean {f(p['mean_ms'], '{:.3f}')} ms")

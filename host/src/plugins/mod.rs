@@ -1143,9 +1143,8 @@ mod tests {
             "\"tab\there\"",
             "[[[]]",
         ] {
-            let content = bad.to_string();
             assert_eq!(
-                check_output(out(&content), 1000).unwrap_err().kind,
+                check_output(out(bad), 1000).unwrap_err().kind,
                 "invalid-output",
                 "{bad}"
             );

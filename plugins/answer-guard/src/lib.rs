@@ -224,25 +224,9 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
 fn mask_cards(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut spans = Vec::new();
-    // The groups of the run starting at `i`: (start, end) of each, passed
-    // to `each`; returns where the run ends.
-    let run = |i: usize, each: &mut dyn FnMut(usize, usize)| {
-        let mut j = i;
-        loop {
-            let start = j;
-            while j < bytes.len() && bytes[j].is_ascii_digit() {
-                j += 1;
-            }
-            each(start, j);
-            let joined = j + 1 < bytes.len()
-                && matches!(bytes[j], b' ' | b'-')
-                && bytes[j + 1].is_ascii_digit();
-            if !joined {
-                return j;
-            }
-            j += 1;
-        }
-    };
+    // The digit groups of the run at hand: (start, end) of each. One vector
+    // for all runs, so dates, times and ids (most runs) cost no allocation.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while let Some(next) = bytes[i..].iter().position(u8::is_ascii_digit) {
         i += next;
@@ -250,16 +234,29 @@ fn mask_cards(text: &str) -> Option<String> {
             i += 1;
             continue;
         }
-        // Dates, times and ids make most runs: shorter than any card, they
-        // are passed over without collecting their groups.
+        groups.clear();
         let mut total = 0;
-        let j = run(i, &mut |s, e| total += e - s);
+        let mut j = i;
+        loop {
+            let start = j;
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            groups.push((start, j));
+            total += j - start;
+            let joined = j + 1 < bytes.len()
+                && matches!(bytes[j], b' ' | b'-')
+                && bytes[j + 1].is_ascii_digit();
+            if !joined {
+                break;
+            }
+            j += 1;
+        }
+        // Shorter than any card.
         if total < 13 {
             i = j;
             continue;
         }
-        let mut groups: Vec<(usize, usize)> = Vec::new();
-        run(i, &mut |s, e| groups.push((s, e)));
         // A run glued to letters (an id like `ABC1234567890123`) is not a card.
         let ends_word = text[j..]
             .chars()
