@@ -1,8 +1,6 @@
 //! Validation policies, each decision kind end to end through the real host.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const POLICIES: [&str; 3] = ["request-validation", "tool-access", "answer-guard"];

@@ -3,20 +3,18 @@
 //! a compiler that fails, crashes, hangs or cannot start refuses the plugin
 //! with a message while the version already loaded keeps serving.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use agent_host::backend::Backend;
 use agent_host::config::PluginLimits;
 use agent_host::plugins::compile::{COMPILE_TIMEOUT, Compiler};
 use agent_host::plugins::{CallInfo, PluginHost, ToolResult};
 use agent_host::telemetry::Metrics;
 use atlas_stubs::atlas::{AtlasConfig, AtlasStub, SpawnedAtlas};
-use common::*;
 
 /// `program --compile-plugin` as the compiler, with the host's time limit.
 fn child(program: PathBuf) -> Compiler {

@@ -1,12 +1,10 @@
 //! Conversations in a real Redis: persistence, sharing, expiry, concurrency,
 //! ownership, and outages.
 
-mod common;
-
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use redis::AsyncCommands;
 use serde_json::Value;
 

@@ -1,8 +1,6 @@
 //! The chat contract end to end: real host, stub Atlas, stub model, real plugins.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

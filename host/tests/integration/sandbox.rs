@@ -1,18 +1,16 @@
 //! Sandbox limits, each obeyed and violated, plus loading rules. Runs the
 //! `misbehave` test plugin (tests/plugins/misbehave) through the real runtime.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use agent_host::backend::Backend;
 use agent_host::config::PluginLimits;
 use agent_host::plugins::{CallInfo, PluginHost, ToolResult};
 use agent_host::telemetry::Metrics;
 use atlas_stubs::atlas::{AtlasConfig, AtlasStub, SpawnedAtlas};
-use common::*;
 use serde_json::{Value, json};
 
 fn limits() -> PluginLimits {

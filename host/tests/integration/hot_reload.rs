@@ -1,11 +1,9 @@
 //! Operators change the plugin folder while the host serves.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Writes beside the target, then renames into place, as deploy tools do.

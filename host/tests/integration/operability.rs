@@ -1,13 +1,11 @@
 //! What operators rely on: metrics, health, request ids, CORS, rate limits,
 //! load shedding and graceful shutdown.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use serde_json::json;
 
 fn metric_value(text: &str, prefix: &str) -> f64 {
