@@ -6,7 +6,7 @@
 //! `target/release`) on free loopback ports, loads the plugins from
 //! `target/plugins`, then runs each part for a few seconds from CONCURRENCY
 //! tasks on the same kind of runtime as the host (tokio, one worker per
-//! core) and divides this process's CPU time (user + system, `getrusage`)
+//! core; the host's allocator, mimalloc, set up as the host sets it) and divides this process's CPU time (user + system, `getrusage`)
 //! by the operations done. The stubs and Redis run in their own processes,
 //! so their CPU is not counted.
 //!
@@ -201,8 +201,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-#[tokio::main]
-async fn main() {
+// The host binary's allocator and settings, so that allocation costs here
+// what it costs in the host.
+#[global_allocator]
+static GLOBAL: agent_host::alloc::Allocator = mimalloc::MiMalloc;
+
+fn main() {
+    agent_host::alloc::tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let concurrency = env_num("CONCURRENCY", 10);
     let secs = env_num("SECS", 5);
     let rounds = env_num("ROUNDS", 3);
@@ -445,6 +458,65 @@ async fn main() {
                                 .unwrap();
                             assert!(r.status().is_success());
                             r.bytes().await.unwrap();
+                        }
+                    }
+                }
+            },
+        ),
+        part(
+            "model call pair, bare reqwest, retry policy off (the host's setting)",
+            concurrency,
+            secs,
+            {
+                let (bodies, url) = (bodies.clone(), format!("{model_base}/chat/completions"));
+                let bare = agent_host::backend::client_builder().build().unwrap();
+                move || {
+                    let (bare, bodies, url) = (bare.clone(), bodies.clone(), url.clone());
+                    async move {
+                        for b in bodies.iter() {
+                            let r = bare
+                                .post(&url)
+                                .header("authorization", "Bearer stub-key")
+                                .header("content-type", "application/json")
+                                .body(b.clone())
+                                .send()
+                                .await
+                                .unwrap();
+                            assert!(r.status().is_success());
+                            r.bytes().await.unwrap();
+                        }
+                    }
+                }
+            },
+        ),
+        part(
+            "model call pair, hyper-util client (same bodies, no parsing)",
+            concurrency,
+            secs,
+            {
+                let bodies = bodies.clone();
+                let uri: axum::http::Uri =
+                    format!("{model_base}/chat/completions").parse().unwrap();
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<http_body_util::Full<axum::body::Bytes>>();
+                move || {
+                    let (client, bodies, uri) = (client.clone(), bodies.clone(), uri.clone());
+                    async move {
+                        for b in bodies.iter() {
+                            let req = axum::http::Request::post(uri.clone())
+                                .header("authorization", "Bearer stub-key")
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(axum::body::Bytes::from(
+                                    b.clone(),
+                                )))
+                                .unwrap();
+                            let r = client.request(req).await.unwrap();
+                            assert!(r.status().is_success());
+                            http_body_util::BodyExt::collect(r.into_body())
+                                .await
+                                .unwrap();
                         }
                     }
                 }

@@ -95,9 +95,19 @@ struct Inner {
     metrics: Metrics,
 }
 
+/// A `reqwest` client builder with what the host's outbound clients (the
+/// backend's and the model's) share. reqwest's default retry policy clones
+/// every request (headers, URI, body) in case it must replay it, but only
+/// replays HTTP/2 refusals, and this build speaks HTTP/1.1 only (reqwest's
+/// `http2` feature is off): the policy is switched off, and its clone with
+/// it. Model calls are retried by async-openai (429, 5xx, failed connects).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().retry(reqwest::retry::never().max_retries_per_request(0))
+}
+
 impl Backend {
     pub fn new(base: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))

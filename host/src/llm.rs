@@ -203,7 +203,7 @@ impl ClientConfig for PreparedConfig {
 
 impl OpenAiModel {
     pub fn new(config: &Config, api_key: &str, metrics: Metrics) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = crate::backend::client_builder()
             .timeout(config.openai_timeout)
             .connect_timeout(config.openai_timeout.min(Duration::from_secs(10)))
             .build()?;
