@@ -6,7 +6,8 @@
 //! `target/release`) on free loopback ports, loads the plugins from
 //! `target/plugins`, then runs each part for a few seconds from CONCURRENCY
 //! tasks on the same kind of runtime as the host (tokio, one worker per
-//! core; the host's allocator, mimalloc, set up as the host sets it) and divides this process's CPU time (user + system, `getrusage`)
+//! core; the host's allocator, mimalloc, tuned as the host tunes it) and
+//! divides this process's CPU time (user + system, `getrusage`)
 //! by the operations done. The stubs and Redis run in their own processes,
 //! so their CPU is not counted.
 //!
@@ -208,11 +209,18 @@ static GLOBAL: agent_host::alloc::Allocator = mimalloc::MiMalloc;
 
 fn main() {
     agent_host::alloc::tune();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(run());
+    // As in the host: the runtime runs on a thread started after `tune`,
+    // whose mimalloc heap takes the tuned settings (the main thread's
+    // predates them).
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(run());
+    })
+    .join()
+    .expect("the measuring thread");
 }
 
 async fn run() {

@@ -12,12 +12,20 @@ use crate::{build_dir, cargo};
 pub fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_dir(root, "plugins", &root.join("target/plugins"))?;
     build_dir(root, "tests/plugins", &root.join("target/test-plugins"))?;
-    let status = cargo()
-        .current_dir(root)
+    let mut cmd = cargo();
+    cmd.current_dir(root)
         .args(["test", "--workspace"])
-        .args(extra)
-        .status()
-        .context("running cargo test")?;
+        .args(extra);
+    // Every test host maps its plugin pool's address space up front: 1,000
+    // memory slots of 4 GiB, about 4 TiB of the 128 TiB a process has. The
+    // host's integration tests share one binary, and libtest runs one test
+    // per CPU, so a machine of some 30 CPUs could run out. At most 8 at once
+    // unless RUST_TEST_THREADS says otherwise.
+    if std::env::var_os("RUST_TEST_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        cmd.env("RUST_TEST_THREADS", cpus.min(8).to_string());
+    }
+    let status = cmd.status().context("running cargo test")?;
     if !status.success() {
         bail!("tests failed");
     }
