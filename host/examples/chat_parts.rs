@@ -418,6 +418,29 @@ async fn run() {
     };
     let raw_requests = Arc::new([raw_request(&bodies[0]), raw_request(&bodies[1])]);
 
+    // The two model requests' bodies through a bare reqwest client, the
+    // reply read but not parsed.
+    let reqwest_pair = |bare: reqwest::Client| {
+        let (bodies, url) = (bodies.clone(), format!("{model_base}/chat/completions"));
+        move || {
+            let (bare, bodies, url) = (bare.clone(), bodies.clone(), url.clone());
+            async move {
+                for b in bodies.iter() {
+                    let r = bare
+                        .post(&url)
+                        .header("authorization", "Bearer stub-key")
+                        .header("content-type", "application/json")
+                        .body(b.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success());
+                    r.bytes().await.unwrap();
+                }
+            }
+        }
+    };
+
     let parts: Vec<Part> = vec![
         part(
             "model call pair, host client (async-openai)",
@@ -449,53 +472,13 @@ async fn run() {
             "model call pair, bare reqwest (same bodies, no parsing)",
             concurrency,
             secs,
-            {
-                let (bodies, url) = (bodies.clone(), format!("{model_base}/chat/completions"));
-                let bare = reqwest::Client::new();
-                move || {
-                    let (bare, bodies, url) = (bare.clone(), bodies.clone(), url.clone());
-                    async move {
-                        for b in bodies.iter() {
-                            let r = bare
-                                .post(&url)
-                                .header("authorization", "Bearer stub-key")
-                                .header("content-type", "application/json")
-                                .body(b.clone())
-                                .send()
-                                .await
-                                .unwrap();
-                            assert!(r.status().is_success());
-                            r.bytes().await.unwrap();
-                        }
-                    }
-                }
-            },
+            reqwest_pair(reqwest::Client::new()),
         ),
         part(
             "model call pair, bare reqwest, retry policy off (the host's setting)",
             concurrency,
             secs,
-            {
-                let (bodies, url) = (bodies.clone(), format!("{model_base}/chat/completions"));
-                let bare = agent_host::backend::client_builder().build().unwrap();
-                move || {
-                    let (bare, bodies, url) = (bare.clone(), bodies.clone(), url.clone());
-                    async move {
-                        for b in bodies.iter() {
-                            let r = bare
-                                .post(&url)
-                                .header("authorization", "Bearer stub-key")
-                                .header("content-type", "application/json")
-                                .body(b.clone())
-                                .send()
-                                .await
-                                .unwrap();
-                            assert!(r.status().is_success());
-                            r.bytes().await.unwrap();
-                        }
-                    }
-                }
-            },
+            reqwest_pair(agent_host::backend::client_builder().build().unwrap()),
         ),
         part(
             "model call pair, hyper-util client (same bodies, no parsing)",
