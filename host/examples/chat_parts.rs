@@ -475,10 +475,15 @@ async fn run() {
             reqwest_pair(reqwest::Client::new()),
         ),
         part(
-            "model call pair, bare reqwest, retry policy off (the host's setting)",
+            "model call pair, bare reqwest, retry policy off",
             concurrency,
             secs,
-            reqwest_pair(agent_host::backend::client_builder().build().unwrap()),
+            reqwest_pair(
+                reqwest::Client::builder()
+                    .retry(reqwest::retry::never().max_retries_per_request(0))
+                    .build()
+                    .unwrap(),
+            ),
         ),
         part(
             "model call pair, hyper-util client (same bodies, no parsing)",

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use http::{HeaderValue, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
+use crate::outbound::{self, Outbound, SendError};
 use crate::telemetry::Metrics;
 
 /// Bytes of a backend answer the host accepts for a plugin.
@@ -70,6 +72,11 @@ pub fn base_url(base: &str) -> Result<reqwest::Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or a fragment".into());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not carry a user or password (calls carry the user's Authorization)".into(),
+        );
+    }
     Ok(url)
 }
 
@@ -89,72 +96,53 @@ pub enum CallError {
 pub struct Backend(std::sync::Arc<Inner>);
 
 struct Inner {
-    /// Parsed once; a call's URL is this with its path appended.
-    base_url: reqwest::Url,
-    http: reqwest::Client,
+    /// The base URL without its trailing `/`, checked once; a call's URL is
+    /// this with its encoded path appended.
+    base: String,
+    http: Outbound,
+    timeout: Duration,
     metrics: Metrics,
-}
-
-/// A `reqwest` client builder with what the host's outbound clients (the
-/// backend's and the model's) share. reqwest's default retry policy clones
-/// every request (headers, URI, body) in case it must replay it, but only
-/// replays HTTP/2 refusals, and this build speaks HTTP/1.1 only (reqwest's
-/// `http2` feature is off): the policy is switched off, and its clone with
-/// it. Model calls are retried by async-openai (429, 5xx, failed connects).
-pub fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder().retry(reqwest::retry::never().max_retries_per_request(0))
 }
 
 impl Backend {
     pub fn new(base: &str, timeout: Duration, metrics: Metrics) -> anyhow::Result<Self> {
-        let http = client_builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
-        let base_url = base_url(base).map_err(|problem| anyhow::anyhow!("API_BASE {problem}"))?;
+        let base = base_url(base).map_err(|problem| anyhow::anyhow!("API_BASE {problem}"))?;
+        let http = Outbound::new(
+            base.as_str(),
+            timeout.min(Duration::from_secs(5)),
+            Duration::from_secs(60),
+        )?;
         Ok(Backend(std::sync::Arc::new(Inner {
-            base_url,
+            base: base.as_str().trim_end_matches('/').to_owned(),
             http,
+            timeout,
             metrics,
         })))
     }
 
     /// The base URL with `path` (already encoded, from `encode_path` or a
-    /// constant; no query) appended to its path: only the path is parsed,
-    /// where a URL string would have its scheme and host parsed again per
-    /// call.
-    fn url(&self, path: &str) -> reqwest::Url {
-        let mut url = self.0.base_url.clone();
-        let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
-        url.set_path(&joined);
-        url
+    /// constant; no query) appended to its path.
+    fn url(&self, path: &str) -> Result<http::Uri, CallError> {
+        let mut url = String::with_capacity(self.0.base.len() + path.len());
+        url.push_str(&self.0.base);
+        url.push_str(path);
+        http::Uri::try_from(url).map_err(|e| CallError::Unavailable(format!("bad path ({e})")))
     }
 
     /// Sends a request on the user's behalf. `path` is already encoded
     /// (see [`encode_path`]).
     pub async fn call(
         &self,
-        method: reqwest::Method,
+        method: http::Method,
         path: &str,
         body: Option<String>,
         authorization: &str,
         request_id: &str,
     ) -> Result<(u16, String), CallError> {
-        let mut req = self
-            .0
-            .http
-            .request(method, self.url(path))
-            .headers(crate::telemetry::trace_headers())
-            .header(reqwest::header::AUTHORIZATION, authorization)
-            .header("x-request-id", request_id)
-            .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(body) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let result = self.send_bounded(req).await;
+        let result = match self.request(method, path, body, authorization, request_id) {
+            Ok(request) => self.send_bounded(request).await,
+            Err(e) => Err(e),
+        };
         let mut code = itoa::Buffer::new();
         let label = match &result {
             Ok((status, _)) => code.format(*status),
@@ -170,31 +158,60 @@ impl Backend {
         result
     }
 
-    async fn send_bounded(&self, req: reqwest::RequestBuilder) -> Result<(u16, String), CallError> {
-        let map = |e: reqwest::Error| {
-            if e.is_timeout() {
-                CallError::Timeout
-            } else {
-                CallError::Unavailable(e.without_url().to_string())
-            }
+    fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<String>,
+        authorization: &str,
+        request_id: &str,
+    ) -> Result<http::Request<reqwest::Body>, CallError> {
+        let value = |name: &str, v: &str| {
+            HeaderValue::from_str(v).map_err(|_| {
+                CallError::Unavailable(format!("the {name} value is not a valid header"))
+            })
         };
-        let mut response = req.send().await.map_err(map)?;
-        let status = response.status().as_u16();
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_RESPONSE_BYTES)
-        {
-            return Err(CallError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(map)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(CallError::TooLarge);
+        let mut headers = crate::telemetry::trace_headers();
+        headers.insert(
+            header::AUTHORIZATION,
+            value("Authorization", authorization)?,
+        );
+        headers.insert("x-request-id", value("request id", request_id)?);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let body = match body {
+            Some(body) => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                reqwest::Body::from(body)
             }
-            body.extend_from_slice(&chunk);
-        }
+            None => reqwest::Body::from(""),
+        };
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = self.url(path)?;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    async fn send_bounded(
+        &self,
+        request: http::Request<reqwest::Body>,
+    ) -> Result<(u16, String), CallError> {
+        let response = outbound::send(&self.0.http, request, self.0.timeout, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|e| match e {
+                SendError::Timeout => CallError::Timeout,
+                SendError::TooLarge(_) => CallError::TooLarge,
+                e @ (SendError::Connect(_) | SendError::Failed(_)) => {
+                    CallError::Unavailable(e.to_string())
+                }
+            })?;
+        let status = response.status().as_u16();
+        let body = response.into_body();
         // Valid UTF-8 (the usual case) is kept without a copy.
-        let text = String::from_utf8(body)
+        let text = String::from_utf8(Vec::from(body))
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         Ok((status, text))
     }
@@ -207,7 +224,7 @@ impl Backend {
     ) -> Result<(u16, Option<Value>), CallError> {
         let (status, body) = self
             .call(
-                reqwest::Method::GET,
+                http::Method::GET,
                 "/auth/me",
                 None,
                 authorization,
@@ -219,12 +236,17 @@ impl Backend {
 
     /// `GET /actuator/health`: true when the backend answers 2xx.
     pub async fn healthy(&self, timeout: Duration) -> bool {
-        let req = self
-            .0
-            .http
-            .get(self.url("/actuator/health"))
-            .timeout(timeout);
-        matches!(req.send().await, Ok(r) if r.status().is_success())
+        let Ok(uri) = self.url("/actuator/health") else {
+            return false;
+        };
+        let request = http::Request::get(uri).body(reqwest::Body::from(""));
+        match request {
+            Ok(request) => matches!(
+                outbound::send(&self.0.http, request, timeout, MAX_RESPONSE_BYTES).await,
+                Ok(r) if r.status().is_success()
+            ),
+            Err(_) => false,
+        }
     }
 }
 
@@ -238,6 +260,7 @@ mod tests {
             Backend::new(base, Duration::from_secs(1), Metrics::new())
                 .unwrap()
                 .url(path)
+                .unwrap()
                 .to_string()
         };
         assert_eq!(
@@ -259,6 +282,7 @@ mod tests {
             "http://x.test/#f",
             "mailto:a@b.test",
             "file:///srv/atlas",
+            "http://user:secret@x.test/",
         ] {
             let e = Backend::new(bad, Duration::from_secs(1), Metrics::new()).err();
             assert!(
@@ -267,6 +291,108 @@ mod tests {
                 "{bad}: {e:?}"
             );
         }
+    }
+
+    /// Calls end in a status and body, or in the error that says why not,
+    /// each counted under its label.
+    #[tokio::test]
+    async fn calls_are_bounded_and_counted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        // Answers `/big` with more than the bound, in chunks without a
+        // declared length, `/slow` never, and the rest with an echo of the
+        // request line and headers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    if head.starts_with("GET /big ") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                            .await;
+                        let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20));
+                        for _ in 0..5 {
+                            if s.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    } else if head.starts_with("GET /slow ") {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    } else {
+                        let answer = format!(
+                            "HTTP/1.1 201 Created\r\ncontent-length: {}\r\n\r\n{head}",
+                            head.len()
+                        );
+                        let _ = s.write_all(answer.as_bytes()).await;
+                    }
+                });
+            }
+        });
+        let metrics = Metrics::new();
+        let backend = Backend::new(
+            &format!("http://{addr}/"),
+            Duration::from_millis(300),
+            metrics.clone(),
+        )
+        .unwrap();
+        let call = |method, path: &'static str, body: Option<&str>| {
+            let backend = backend.clone();
+            let body = body.map(str::to_owned);
+            async move { backend.call(method, path, body, "Bearer t", "req-1").await }
+        };
+
+        let (status, echo) = call(http::Method::POST, "/api/x%2Fy", Some("{}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+        let echo = echo.to_ascii_lowercase();
+        assert!(echo.starts_with("post /api/x%2fy http/1.1\r\n"), "{echo}");
+        for header in [
+            "authorization: bearer t",
+            "x-request-id: req-1",
+            "accept: application/json",
+            "content-type: application/json",
+            "content-length: 2",
+            &format!("host: {addr}"),
+        ] {
+            assert!(
+                echo.contains(&format!("\r\n{header}\r\n")),
+                "{header}: {echo}"
+            );
+        }
+        assert!(matches!(
+            call(http::Method::GET, "/big", None).await,
+            Err(CallError::TooLarge)
+        ));
+        assert!(matches!(
+            call(http::Method::GET, "/slow", None).await,
+            Err(CallError::Timeout)
+        ));
+        let bad = backend
+            .call(http::Method::GET, "/x", None, "Bearer \n", "req-1")
+            .await;
+        assert!(matches!(bad, Err(CallError::Unavailable(m)) if m.contains("Authorization")));
+        let count = |label| metrics.backend_requests.with_label_values(&[label]).get();
+        assert_eq!(
+            [
+                count("201"),
+                count("too_large"),
+                count("timeout"),
+                count("unavailable")
+            ],
+            [1, 1, 1, 1]
+        );
     }
 
     #[test]

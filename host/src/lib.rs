@@ -11,6 +11,7 @@
 //! - `sessions`: conversations in memory or Redis
 //! - `ratelimit`: per-user limits, shared through Redis
 //! - `backend`: the Atlas HTTP client
+//! - `outbound`: the HTTP/1.1 and TLS client under the backend and model calls
 //! - `telemetry`: logs and metrics
 //! - `alloc`: the mimalloc allocator the binary installs, and its settings
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod llm;
+pub mod outbound;
 pub mod plugins;
 pub mod ratelimit;
 pub mod sessions;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use async_openai::Client;
 use async_openai::config::{Config as ClientConfig, OpenAIConfig};
 use async_openai::error::OpenAIError;
-use async_openai::middleware::ReqwestService;
+use async_openai::middleware::HttpRequestFactory;
 use async_openai::middleware::retry::OpenAIRetryLayer;
 use async_openai::traits::RequestOptionsBuilder;
 use std::sync::OnceLock;
@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
+use crate::outbound::{self, Outbound, SendError};
 use crate::telemetry::Metrics;
 
 /// One tool call the model asked for.
@@ -140,8 +141,9 @@ pub trait ChatModel: Send + Sync {
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError>;
 }
 
-/// OpenAI Chat Completions with per-attempt timeouts and bounded retries
-/// (429 and 5xx, exponential backoff) from async-openai's retry layer.
+/// OpenAI Chat Completions through async-openai, with per-attempt timeouts
+/// and bounded retries (429 and 5xx from async-openai's retry layer, failed
+/// connects from [`Transport`], both with exponential backoff).
 pub struct OpenAiModel {
     client: Client<PreparedConfig>,
     model: String,
@@ -203,13 +205,21 @@ impl ClientConfig for PreparedConfig {
 
 impl OpenAiModel {
     pub fn new(config: &Config, api_key: &str, metrics: Metrics) -> anyhow::Result<Self> {
-        let http = crate::backend::client_builder()
-            .timeout(config.openai_timeout)
-            .connect_timeout(config.openai_timeout.min(Duration::from_secs(10)))
-            .build()?;
+        // async-openai builds each request with this client; `Transport`
+        // sends it.
+        let http = reqwest::Client::builder().build()?;
+        let transport = Transport {
+            http: Outbound::new(
+                &config.openai_base_url,
+                config.openai_timeout.min(Duration::from_secs(10)),
+                Duration::from_secs(90),
+            )?,
+            timeout: config.openai_timeout,
+            connect_retries: config.openai_max_retries,
+        };
         let service = tower::ServiceBuilder::new()
             .layer(OpenAIRetryLayer::new(config.openai_max_retries))
-            .service(ReqwestService::new(http.clone()));
+            .service(transport);
         let client = Client::with_config(PreparedConfig::new(
             // Every value explicit and checked by `Config`: `new()` alone
             // would read the organisation and project ids from the
@@ -238,6 +248,58 @@ impl OpenAiModel {
                 + Duration::from_secs(10),
             metrics,
             series,
+        })
+    }
+}
+
+/// Bytes of a model answer the host reads; a Chat Completions answer with
+/// tool calls is a few kilobytes.
+const MAX_MODEL_RESPONSE_BYTES: usize = 8 << 20;
+
+/// async-openai's transport: sends the request it builds through
+/// [`outbound`] and reads the answer whole within `timeout`, each attempt.
+/// async-openai's retry layer above it replays 429 and 5xx answers; a
+/// failed connect (nothing sent) is tried again here, up to
+/// `connect_retries` times with the same backoff (100 ms, doubling).
+#[derive(Clone)]
+struct Transport {
+    http: Outbound,
+    timeout: Duration,
+    connect_retries: usize,
+}
+
+impl tower::Service<HttpRequestFactory> for Transport {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<reqwest::Response, OpenAIError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), OpenAIError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut attempt = 0;
+            loop {
+                let request = http::Request::try_from(factory.build().await?)
+                    .map_err(OpenAIError::Reqwest)?;
+                match outbound::send(&this.http, request, this.timeout, MAX_MODEL_RESPONSE_BYTES)
+                    .await
+                {
+                    Ok(answer) => return Ok(reqwest::Response::from(answer)),
+                    Err(SendError::Connect(_)) if attempt < this.connect_retries => {
+                        tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(OpenAIError::Boxed(Box::new(e))),
+                }
+            }
         })
     }
 }
@@ -480,6 +542,18 @@ fn classify(e: OpenAIError) -> ModelError {
             Some(s) => ModelError::Status { status: s.as_u16() },
             None => ModelError::Unreachable,
         },
+        OpenAIError::Boxed(e) => match e.downcast_ref::<SendError>() {
+            Some(SendError::Timeout) => ModelError::Timeout,
+            Some(SendError::TooLarge(_)) => ModelError::Invalid,
+            Some(e @ (SendError::Connect(_) | SendError::Failed(_))) => {
+                tracing::warn!(error = %e, "model call failed");
+                ModelError::Unreachable
+            }
+            None => {
+                tracing::warn!(error = %e, "model call failed");
+                ModelError::Unreachable
+            }
+        },
         OpenAIError::JSONDeserialize(..) => ModelError::Invalid,
         other => {
             tracing::warn!(error = %other, "model call failed");
@@ -572,6 +646,55 @@ mod tests {
         };
         let body = serde_json::to_value(wire_request("m", &bare)).unwrap();
         assert!(body.get("tools").is_none() && body.get("parallel_tool_calls").is_none());
+    }
+
+    /// A model service that is not listening yet at the first attempt: the
+    /// transport connects again (nothing was sent) and gets the answer; with
+    /// no retries the connect failure is the error, classified unreachable.
+    #[tokio::test]
+    async fn a_failed_connect_is_tried_again() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tower::Service;
+
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let transport = |connect_retries| Transport {
+            http: Outbound::Direct(
+                outbound::client(Duration::from_secs(1), Duration::from_secs(1)).unwrap(),
+            ),
+            timeout: Duration::from_secs(2),
+            connect_retries,
+        };
+        let url = format!("http://{addr}/v1/chat/completions");
+        let factory = HttpRequestFactory::new(move || {
+            let request = reqwest::Client::new().post(&url).body("{}").build();
+            async move { request.map_err(OpenAIError::Reqwest) }
+        });
+
+        let refused = transport(0).call(factory.clone()).await.unwrap_err();
+        assert!(matches!(classify(refused), ModelError::Unreachable));
+
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .await
+                .unwrap();
+        });
+        let answer = transport(3).call(factory).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "{}");
+        server.await.unwrap();
     }
 
     #[test]

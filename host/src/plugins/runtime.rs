@@ -334,7 +334,7 @@ impl bindings::tool::atlas::agent::backend::Host for State {
                 "no backend access outside a tool call".into(),
             ));
         };
-        let m = reqwest::Method::from_bytes(method_str.as_bytes()).expect("known method");
+        let m = http::Method::from_bytes(method_str.as_bytes()).expect("known method");
         let started = Instant::now();
         let result = self
             .backend
