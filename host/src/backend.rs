@@ -202,9 +202,11 @@ impl Backend {
         let response = outbound::send(&self.0.http, request, self.0.timeout, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| match e {
-                SendError::Timeout => CallError::Timeout,
+                SendError::Timeout | SendError::ConnectTimeout => CallError::Timeout,
                 SendError::TooLarge(_) => CallError::TooLarge,
                 e @ (SendError::Connect(_) | SendError::Failed(_)) => {
+                    // The plugin gets the kind, the log the cause.
+                    tracing::warn!(cause = e.cause(), "backend call failed: {e}");
                     CallError::Unavailable(e.to_string())
                 }
             })?;
@@ -371,8 +373,17 @@ mod tests {
                 "{header}: {echo}"
             );
         }
+        // Over the bound, read with time to spare (debug builds are slow).
+        let patient = Backend::new(
+            &format!("http://{addr}/"),
+            Duration::from_secs(30),
+            metrics.clone(),
+        )
+        .unwrap();
         assert!(matches!(
-            call(http::Method::GET, "/big", None).await,
+            patient
+                .call(http::Method::GET, "/big", None, "Bearer t", "req-1")
+                .await,
             Err(CallError::TooLarge)
         ));
         assert!(matches!(
@@ -383,6 +394,23 @@ mod tests {
             .call(http::Method::GET, "/x", None, "Bearer \n", "req-1")
             .await;
         assert!(matches!(bad, Err(CallError::Unavailable(m)) if m.contains("Authorization")));
+        // Nothing listening: the plugin is told the kind of failure, not
+        // its system-level cause.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let down = Backend::new(
+            &format!("http://{}", closed.local_addr().unwrap()),
+            Duration::from_secs(5),
+            metrics.clone(),
+        )
+        .unwrap();
+        let refused = down
+            .call(http::Method::GET, "/x", None, "Bearer t", "req-1")
+            .await;
+        assert!(
+            matches!(&refused, Err(CallError::Unavailable(m)) if m == "could not connect"),
+            "{refused:?}"
+        );
         let count = |label| metrics.backend_requests.with_label_values(&[label]).get();
         assert_eq!(
             [
@@ -391,7 +419,7 @@ mod tests {
                 count("timeout"),
                 count("unavailable")
             ],
-            [1, 1, 1, 1]
+            [1, 1, 1, 2]
         );
     }
 

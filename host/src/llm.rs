@@ -258,9 +258,13 @@ const MAX_MODEL_RESPONSE_BYTES: usize = 8 << 20;
 
 /// async-openai's transport: sends the request it builds through
 /// [`outbound`] and reads the answer whole within `timeout`, each attempt.
-/// async-openai's retry layer above it replays 429 and 5xx answers; a
-/// failed connect (nothing sent) is tried again here, up to
-/// `connect_retries` times with the same backoff (100 ms, doubling).
+/// async-openai's retry layer above it replays 429 and 5xx answers, but
+/// recognises a failed connect only in reqwest's error type; so a connect
+/// that fails or times out (nothing sent) is tried again here, up to
+/// `connect_retries` times, with a backoff like the layer's (100 ms,
+/// doubling, at most 8 s). The two budgets nest: each attempt of the layer
+/// may connect up to `connect_retries + 1` times. The whole call stays
+/// under the model's overall deadline.
 #[derive(Clone)]
 struct Transport {
     http: Outbound,
@@ -293,8 +297,9 @@ impl tower::Service<HttpRequestFactory> for Transport {
                     .await
                 {
                     Ok(answer) => return Ok(reqwest::Response::from(answer)),
-                    Err(SendError::Connect(_)) if attempt < this.connect_retries => {
-                        tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                    Err(e) if e.before_sending() && attempt < this.connect_retries => {
+                        let backoff = Duration::from_millis(100 << attempt.min(7));
+                        tokio::time::sleep(backoff.min(Duration::from_secs(8))).await;
                         attempt += 1;
                     }
                     Err(e) => return Err(OpenAIError::Boxed(Box::new(e))),
@@ -543,10 +548,10 @@ fn classify(e: OpenAIError) -> ModelError {
             None => ModelError::Unreachable,
         },
         OpenAIError::Boxed(e) => match e.downcast_ref::<SendError>() {
-            Some(SendError::Timeout) => ModelError::Timeout,
+            Some(SendError::Timeout | SendError::ConnectTimeout) => ModelError::Timeout,
             Some(SendError::TooLarge(_)) => ModelError::Invalid,
             Some(e @ (SendError::Connect(_) | SendError::Failed(_))) => {
-                tracing::warn!(error = %e, "model call failed");
+                tracing::warn!(cause = e.cause(), "model call failed: {e}");
                 ModelError::Unreachable
             }
             None => {
@@ -656,10 +661,11 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tower::Service;
 
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        // Bound but not listening: connects are refused, and the port stays
+        // this test's until it listens.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
         let transport = |connect_retries| Transport {
             http: Outbound::Direct(
                 outbound::client(Duration::from_secs(1), Duration::from_secs(1)).unwrap(),
@@ -674,11 +680,16 @@ mod tests {
         });
 
         let refused = transport(0).call(factory.clone()).await.unwrap_err();
+        assert!(
+            matches!(&refused, OpenAIError::Boxed(e)
+                if matches!(e.downcast_ref::<SendError>(), Some(SendError::Connect(_)))),
+            "{refused:?}"
+        );
         assert!(matches!(classify(refused), ModelError::Unreachable));
 
         let server = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            let listener = socket.listen(16).unwrap();
             let (mut s, _) = listener.accept().await.unwrap();
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];

@@ -14,12 +14,15 @@
 //! Every answer is read whole, within a byte bound and within the call's
 //! timeout, before it is handed on.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -27,7 +30,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
 
 /// hyper's pooled client, as the host sets it up.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, reqwest::Body>;
+pub type HttpClient = Client<ConnectWithin<HttpsConnector<HttpConnector>>, reqwest::Body>;
 
 /// A client for one destination.
 #[derive(Clone, Debug)]
@@ -62,6 +65,8 @@ impl Outbound {
         if proxies.intercept(&uri).is_some() {
             let client = reqwest::Client::builder()
                 .retry(reqwest::retry::never().max_retries_per_request(0))
+                // As the direct client: a 3xx answer is the answer.
+                .redirect(reqwest::redirect::Policy::none())
                 .connect_timeout(connect_timeout)
                 .pool_idle_timeout(idle_timeout)
                 .build()?;
@@ -72,18 +77,38 @@ impl Outbound {
     }
 }
 
-/// Why an outbound call has no answer.
+/// Why an outbound call has no answer. The causes of `Connect` and
+/// `Failed` (system, DNS and TLS messages, which can name internal hosts)
+/// are for the logs: their `Display` leaves them out.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SendError {
     #[error("no answer in time")]
     Timeout,
     /// No connection was made, so nothing was sent: safe to try again.
-    #[error("could not connect: {0}")]
+    #[error("could not connect in time")]
+    ConnectTimeout,
+    /// As `ConnectTimeout`: nothing was sent.
+    #[error("could not connect")]
     Connect(String),
-    #[error("the exchange failed: {0}")]
+    #[error("the exchange failed")]
     Failed(String),
     #[error("the answer was larger than {0} bytes")]
     TooLarge(usize),
+}
+
+impl SendError {
+    /// What went wrong underneath, for a log line.
+    pub fn cause(&self) -> &str {
+        match self {
+            SendError::Connect(cause) | SendError::Failed(cause) => cause,
+            _ => "",
+        }
+    }
+
+    /// Nothing was sent: trying again cannot repeat an action.
+    pub fn before_sending(&self) -> bool {
+        matches!(self, SendError::Connect(_) | SendError::ConnectTimeout)
+    }
 }
 
 /// rustls with the aws-lc-rs provider and the platform's verifier (on Linux:
@@ -121,26 +146,75 @@ pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> anyhow::Resu
 }
 
 /// A client with the given TLS configuration; `http://` URLs are sent in
-/// the clear.
+/// the clear. TCP settings as reqwest's defaults: no Nagle delay, keepalive
+/// probes after 15 s idle, and a connection whose data goes unacknowledged
+/// for 30 s is dropped, so a pooled connection a middlebox forgot fails
+/// fast. `connect_timeout` bounds the whole connect: DNS, TCP and TLS.
 pub fn client_with_tls(
-    tls: ClientConfig,
+    mut tls: ClientConfig,
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> HttpClient {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(connect_timeout));
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(tcp);
+    tcp.set_keepalive(Some(Duration::from_secs(15)));
+    tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+    tcp.set_keepalive_retries(Some(3));
+    tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    // Offered in the handshake, as reqwest does: some gateways refuse a
+    // client that names no protocol.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = ConnectWithin {
+        inner: HttpsConnector::from((tcp, Arc::new(tls))),
+        limit: connect_timeout,
+    };
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle_timeout)
         .pool_timer(TokioTimer::new())
         .build(connector)
 }
+
+/// A connector whose connects end after `limit`. hyper's own connect
+/// timeout covers the TCP connect alone.
+#[derive(Clone, Debug)]
+pub struct ConnectWithin<C> {
+    inner: C,
+    limit: Duration,
+}
+
+/// The marker error of a connect that ran out of time.
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out")]
+struct ConnectTimedOut;
+
+impl<C> tower::Service<http::Uri> for ConnectWithin<C>
+where
+    C: tower::Service<http::Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, destination: http::Uri) -> Self::Future {
+        let connect = self.inner.call(destination);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connect).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(Box::new(ConnectTimedOut) as BoxError),
+            }
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Sends `request` and reads the whole answer, at most `limit` bytes, all
 /// within `timeout`.
@@ -167,10 +241,12 @@ async fn direct(
     limit: usize,
 ) -> Result<http::Response<Bytes>, SendError> {
     let response = client.request(request).await.map_err(|e| {
-        if e.is_connect() {
-            SendError::Connect(chain(&e))
-        } else {
+        if !e.is_connect() {
             SendError::Failed(chain(&e))
+        } else if caused_by::<ConnectTimedOut>(&e) {
+            SendError::ConnectTimeout
+        } else {
+            SendError::Connect(chain(&e))
         }
     })?;
     if declared_length(response.headers()).is_some_and(|n| n > limit as u64) {
@@ -198,10 +274,12 @@ async fn proxied(
 ) -> Result<http::Response<Bytes>, SendError> {
     let failed = |e: reqwest::Error| {
         let e = e.without_url();
-        if e.is_connect() {
-            SendError::Connect(chain(&e))
-        } else {
-            SendError::Failed(chain(&e))
+        match (e.is_connect(), e.is_timeout()) {
+            (true, true) => SendError::ConnectTimeout,
+            (true, false) => SendError::Connect(chain(&e)),
+            // The read timeout of `send` is the only one; this is reqwest's.
+            (false, true) => SendError::Timeout,
+            (false, false) => SendError::Failed(chain(&e)),
         }
     };
     let request = reqwest::Request::try_from(request).map_err(failed)?;
@@ -228,6 +306,18 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// Whether `E` is among the causes of `e`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        if cause.is::<E>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its causes, `a: b: c` (hyper's own message names only the
@@ -376,15 +466,40 @@ mod tests {
         assert_eq!(late.unwrap_err(), SendError::Timeout);
         assert!(started.elapsed() < SECOND);
         drop(silent);
-        // Nothing listening: a connect failure, which names its cause.
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Nothing listening (a bound socket that does not listen): a
+        // connect failure, which keeps its cause for the log but does not
+        // show it.
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let url = format!("http://{}/x", closed.local_addr().unwrap());
-        drop(closed);
         let refused = send(&plain, get(url), SECOND, 100).await.unwrap_err();
         assert!(
             matches!(&refused, SendError::Connect(m) if m.contains("refused")),
             "{refused:?}"
         );
+        assert_eq!(refused.to_string(), "could not connect");
+        assert!(refused.before_sending());
+    }
+
+    /// The connect timeout covers the TLS handshake: a server that accepts
+    /// the connection but never answers the handshake.
+    #[tokio::test]
+    async fn a_stalled_handshake_is_a_connect_timeout() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://localhost:{}/x",
+            silent.local_addr().unwrap().port()
+        );
+        let client = Outbound::Direct(client_with_tls(
+            tls_config([]).unwrap(),
+            Duration::from_millis(200),
+            SECOND,
+        ));
+        let started = std::time::Instant::now();
+        let stalled = send(&client, get(url), Duration::from_secs(5), 100).await;
+        assert_eq!(stalled.unwrap_err(), SendError::ConnectTimeout);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(silent);
     }
 
     #[test]
