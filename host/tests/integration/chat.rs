@@ -338,7 +338,11 @@ async fn model_failing_then_recovering_is_retried() {
     // retried too: async-openai's retry layer reads that answer's body.
     let (s, b) = host.chat(&token, prompt("#fail 429 1\nhello again")).await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(stack.openai.requests().len() - hits, 2, "one 429, then success");
+    assert_eq!(
+        stack.openai.requests().len() - hits,
+        2,
+        "one 429, then success"
+    );
     // More failures than retries: a clean 502 without upstream details.
     let (s, b) = host.chat(&token, prompt("#fail 503 10\nhello")).await;
     assert_eq!(s, 502, "{b}");
