@@ -495,3 +495,135 @@ async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Ends the child process when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain-HTTP forward proxy: logs the request line each connection
+/// starts with (absolute form, as clients speak to a proxy), then relays
+/// the connection to the authority it names.
+async fn forward_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                log.lock().unwrap().push(line.clone());
+                let Some(authority) = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|t| t.strip_prefix("http://"))
+                    .and_then(|t| t.split('/').next())
+                else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(authority).await else {
+                    return;
+                };
+                if upstream.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `HTTP_PROXY` in the host's environment sends the backend and model
+/// requests through that proxy: the readiness probe, the identity lookup,
+/// the tool's request and the model calls all reach it.
+#[tokio::test]
+async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
+    let stack = Stack::new().await;
+    let (proxy, seen) = forward_proxy().await;
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in &stack.env {
+        cmd.env(k, v);
+    }
+    let _host = KillOnDrop(
+        cmd.env("PORT", port.to_string())
+            .env("HTTP_PROXY", format!("http://{proxy}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "host did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready: serde_json::Value = http
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["backend"], "ok", "{ready}");
+    let chat = http
+        .post(format!("{base}/v1/chat"))
+        .bearer_auth(stack.token(ADMIN))
+        .json(&prompt("Show me open work orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    assert!(
+        !stack.tool_requests().is_empty(),
+        "the tool reached the backend"
+    );
+
+    let api = stack.env["API_BASE"].trim_end_matches('/').to_owned();
+    let model = stack.env["OPENAI_BASE_URL"]
+        .trim_end_matches('/')
+        .to_owned();
+    let seen = seen.lock().unwrap().clone();
+    for expected in [
+        format!("GET {api}/actuator/health HTTP/1.1"),
+        format!("POST {model}/chat/completions HTTP/1.1"),
+    ] {
+        assert!(seen.contains(&expected), "{expected} not in {seen:?}");
+    }
+    // Every connection the host opened went to the proxy in absolute form.
+    assert!(
+        seen.iter()
+            .all(|l| l.contains(&format!(" {api}/")) || l.contains(&format!(" {model}/"))),
+        "{seen:?}"
+    );
+}
