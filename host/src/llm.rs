@@ -209,9 +209,11 @@ impl OpenAiModel {
         // sends it.
         let http = reqwest::Client::builder().build()?;
         let transport = Transport {
+            // Under the attempt's time, so a stalled connect ends as a
+            // connect timeout (retried), not as the attempt's.
             http: Outbound::new(
                 &config.openai_base_url,
-                config.openai_timeout.min(Duration::from_secs(10)),
+                (config.openai_timeout / 2).min(Duration::from_secs(10)),
                 Duration::from_secs(90),
             )?,
             timeout: config.openai_timeout,

@@ -3,10 +3,12 @@
 //! verifier. This is the stack reqwest is built on; calling it directly
 //! skips what reqwest adds per request (its tower layers, URL parsing, a
 //! boxed body and a response wrapper): in `chat_parts`, a third of a bare
-//! reqwest request's CPU.
+//! reqwest request's CPU. The backend client gains all of it; the model's
+//! requests are still built, and its answers wrapped, as reqwest's types
+//! for async-openai.
 //!
-//! A destination the environment sends through a proxy (`HTTPS_PROXY`,
-//! `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as curl reads them) is sent with
+//! A destination the environment sends through an HTTP(S) proxy
+//! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`) is sent with
 //! reqwest instead, which reads the same variables and speaks to proxies
 //! (CONNECT tunnels, absolute-form requests, proxy credentials). Each client
 //! has one destination, so the choice is made once, when it is built.
@@ -62,7 +64,16 @@ impl Outbound {
     ) -> anyhow::Result<Self> {
         let uri = http::Uri::try_from(destination)
             .map_err(|e| anyhow::anyhow!("an outbound URL is not valid for HTTP ({e})"))?;
-        if proxies.intercept(&uri).is_some() {
+        if let Some(proxy) = proxies.intercept(&uri) {
+            // reqwest is built without SOCKS: refuse at start rather than
+            // speak HTTP to a SOCKS port on every call.
+            if !matches!(proxy.uri().scheme_str(), Some("http" | "https")) {
+                anyhow::bail!(
+                    "the proxy set for {} is not an http:// or https:// proxy \
+                     (SOCKS proxies are not supported)",
+                    uri.host().unwrap_or("a destination")
+                );
+            }
             let client = reqwest::Client::builder()
                 .retry(reqwest::retry::never().max_retries_per_request(0))
                 // As the direct client: a 3xx answer is the answer.
@@ -148,8 +159,9 @@ pub fn client(connect_timeout: Duration, idle_timeout: Duration) -> anyhow::Resu
 /// A client with the given TLS configuration; `http://` URLs are sent in
 /// the clear. TCP settings as reqwest's defaults: no Nagle delay, keepalive
 /// probes after 15 s idle, and a connection whose data goes unacknowledged
-/// for 30 s is dropped, so a pooled connection a middlebox forgot fails
-/// fast. `connect_timeout` bounds the whole connect: DNS, TCP and TLS.
+/// for 30 s is dropped (on Linux), so a pooled connection a middlebox
+/// forgot fails fast. `connect_timeout` bounds the whole connect (DNS, TCP
+/// and TLS) and, split among them, the TCP connects to each address.
 pub fn client_with_tls(
     mut tls: ClientConfig,
     connect_timeout: Duration,
@@ -161,7 +173,11 @@ pub fn client_with_tls(
     tcp.set_keepalive(Some(Duration::from_secs(15)));
     tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
     tcp.set_keepalive_retries(Some(3));
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
     tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
+    // Per address, so one that drops packets leaves time for the next;
+    // `ConnectWithin` bounds the whole connect.
+    tcp.set_connect_timeout(Some(connect_timeout));
     // Offered in the handshake, as reqwest does: some gateways refuse a
     // client that names no protocol.
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -519,6 +535,12 @@ mod tests {
         assert!(proxied("https://api.openai.com/v1"));
         assert!(proxied("http://api:8080"));
         assert!(!proxied("http://atlas.internal:8080/api"));
+        let socks = Matcher::builder().all("socks5://proxy.test:1080").build();
+        let refused = Outbound::choose(&socks, "https://api.openai.com/v1", SECOND, SECOND);
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("SOCKS")),
+            "a SOCKS proxy is refused at start"
+        );
         let none = Matcher::builder().build();
         assert!(matches!(
             Outbound::choose(&none, "https://api.openai.com/v1", SECOND, SECOND).unwrap(),

@@ -554,8 +554,10 @@ async fn forward_proxy() -> (
 }
 
 /// `HTTP_PROXY` in the host's environment sends the backend and model
-/// requests through that proxy: the readiness probe, the identity lookup,
-/// the tool's request and the model calls all reach it.
+/// requests through that proxy: the readiness probe and the model calls
+/// reach it, and nothing else of the host's does. (The relay logs the first
+/// request of each connection; the identity lookup and the tool's request
+/// ride the backend client's kept-alive connection.)
 #[tokio::test]
 async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
     let stack = Stack::new().await;
@@ -567,7 +569,7 @@ async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
     for (k, v) in &stack.env {
         cmd.env(k, v);
     }
-    let _host = KillOnDrop(
+    let mut host = KillOnDrop(
         cmd.env("PORT", port.to_string())
             .env("HTTP_PROXY", format!("http://{proxy}"))
             .stdout(Stdio::null())
@@ -578,12 +580,13 @@ async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .is_err()
-    {
+    loop {
+        if let Ok(r) = http.get(format!("{base}/health/live")).send().await {
+            assert_eq!(r.status(), 200, "something else holds port {port}");
+            break;
+        }
+        let exited = host.0.try_wait().unwrap();
+        assert!(exited.is_none(), "the host exited: {exited:?}");
         assert!(Instant::now() < deadline, "host did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -603,7 +606,8 @@ async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
         .send()
         .await
         .unwrap();
-    assert_eq!(chat.status(), 200);
+    let status = chat.status();
+    assert_eq!(status, 200, "{}", chat.text().await.unwrap_or_default());
     assert!(
         !stack.tool_requests().is_empty(),
         "the tool reached the backend"
