@@ -299,7 +299,7 @@ mod tests {
     /// each counted under its label.
     #[tokio::test]
     async fn calls_are_bounded_and_counted() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
 
         // Answers `/big` with more than the bound, in chunks without a
         // declared length, `/slow` never, and the rest with an echo of the
@@ -310,14 +310,9 @@ mod tests {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(head) = outbound::read_head(&mut s).await else {
+                        return;
+                    };
                     let head = String::from_utf8_lossy(&head).into_owned();
                     if head.starts_with("GET /big ") {
                         let _ = s

@@ -205,9 +205,6 @@ impl ClientConfig for PreparedConfig {
 
 impl OpenAiModel {
     pub fn new(config: &Config, api_key: &str, metrics: Metrics) -> anyhow::Result<Self> {
-        // async-openai builds each request with this client; `Transport`
-        // sends it.
-        let http = reqwest::Client::builder().build()?;
         let transport = Transport {
             // Under the attempt's time, so a stalled connect ends as a
             // connect timeout (retried), not as the attempt's.
@@ -232,7 +229,8 @@ impl OpenAiModel {
                 .with_org_id(&config.openai_org_id)
                 .with_project_id(&config.openai_project_id),
         ))
-        .with_http_client(http)
+        // async-openai builds each request with its own reqwest client;
+        // `Transport` sends it.
         .with_http_service(service);
         let model = config.openai_model.as_str();
         let series = ModelSeries {
@@ -660,7 +658,7 @@ mod tests {
     /// no retries the connect failure is the error, classified unreachable.
     #[tokio::test]
     async fn a_failed_connect_is_tried_again() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         use tower::Service;
 
         // Bound but not listening: connects are refused, and the port stays
@@ -693,13 +691,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(150)).await;
             let listener = socket.listen(16).unwrap();
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0);
-                head.extend_from_slice(&buf[..n]);
-            }
+            outbound::read_head(&mut s).await.expect("a request head");
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
                 .await
                 .unwrap();

@@ -418,22 +418,28 @@ async fn sigterm_drains_in_flight_chats_and_exits_zero_on_two_threads() {
     drains_in_flight_chats_and_exits_zero("2").await;
 }
 
-async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
-    let stack = Stack::new().await;
-    let port = free_port();
+/// The host binary with only the stack's environment (and `PATH`),
+/// listening on `port`, its output discarded.
+fn host_command(stack: &Stack, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in &stack.env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .env("PORT", port.to_string())
+    cmd.env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
+    let stack = Stack::new().await;
+    let port = free_port();
+    let mut child = host_command(&stack, port)
         .env("SHUTDOWN_GRACE_MS", "10000")
         .env("WORKER_THREADS", workers)
         .env("LOG_FORMAT", "pretty")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -563,17 +569,9 @@ async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
     let stack = Stack::new().await;
     let (proxy, seen) = forward_proxy().await;
     let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-host"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in &stack.env {
-        cmd.env(k, v);
-    }
     let mut host = KillOnDrop(
-        cmd.env("PORT", port.to_string())
+        host_command(&stack, port)
             .env("HTTP_PROXY", format!("http://{proxy}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
