@@ -291,12 +291,13 @@ impl tower::Service<HttpRequestFactory> for Transport {
         Box::pin(async move {
             let mut attempt = 0;
             loop {
-                let request = http::Request::try_from(factory.build().await?)
-                    .map_err(OpenAIError::Reqwest)?;
+                let request = factory.build().await?;
+                let url = request.url().clone();
+                let request = http::Request::try_from(request).map_err(OpenAIError::Reqwest)?;
                 match outbound::send(&this.http, request, this.timeout, MAX_MODEL_RESPONSE_BYTES)
                     .await
                 {
-                    Ok(answer) => return Ok(reqwest::Response::from(answer)),
+                    Ok(answer) => return Ok(reqwest_response(answer, url)),
                     Err(e) if e.before_sending() && attempt < this.connect_retries => {
                         let backoff = Duration::from_millis(100 << attempt.min(7));
                         tokio::time::sleep(backoff.min(Duration::from_secs(8))).await;
@@ -307,6 +308,21 @@ impl tower::Service<HttpRequestFactory> for Transport {
             }
         })
     }
+}
+
+/// The answer as the `reqwest::Response` async-openai reads, carrying the
+/// request's URL: without one, reqwest's conversion parses a placeholder URL
+/// for every answer.
+fn reqwest_response(answer: http::Response<bytes::Bytes>, url: reqwest::Url) -> reqwest::Response {
+    use reqwest::ResponseBuilderExt;
+    let (mut parts, body) = answer.into_parts();
+    let (tagged, ()) = http::Response::builder()
+        .url(url)
+        .body(())
+        .expect("a response with only a URL builds")
+        .into_parts();
+    parts.extensions.extend(tagged.extensions);
+    reqwest::Response::from(http::Response::from_parts(parts, body))
 }
 
 /// The request body, borrowing everything: the conversation is not copied
@@ -700,6 +716,21 @@ mod tests {
         assert_eq!(answer.status(), 200);
         assert_eq!(answer.text().await.unwrap(), "{}");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_answer_handed_to_async_openai_keeps_its_parts_and_the_request_url() {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/v1/chat/completions").unwrap();
+        let answer = http::Response::builder()
+            .status(429)
+            .header("retry-after", "2")
+            .body(bytes::Bytes::from_static(b"{\"error\":{}}"))
+            .unwrap();
+        let response = reqwest_response(answer, url.clone());
+        assert_eq!(response.url(), &url);
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "2");
+        assert_eq!(response.text().await.unwrap(), "{\"error\":{}}");
     }
 
     #[test]

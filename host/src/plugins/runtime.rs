@@ -156,7 +156,9 @@ pub struct Delegation {
 
 /// Per-call store data.
 pub struct State {
-    wasi: WasiCtx,
+    /// Built the first time the guest calls a WASI function: most calls
+    /// make none, and a context costs a few allocations to build and drop.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub limiter: Limiter,
     plugin: Arc<str>,
@@ -170,10 +172,20 @@ pub struct State {
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(sandbox_wasi),
             table: &mut self.table,
         }
     }
+}
+
+/// The WASI a plugin sees: no files, sockets, env or args; stdin empty,
+/// stdout and stderr discarded.
+fn sandbox_wasi() -> WasiCtx {
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
 }
 
 /// A fresh store: no files, sockets, env or args; fuel, epoch deadline and
@@ -186,18 +198,13 @@ pub fn store(
     delegation: Option<Delegation>,
 ) -> anyhow::Result<Store<State>> {
     let limits: &PluginLimits = &manifest.limits;
-    let wasi = WasiCtx::builder()
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
     let max_memory = limits.memory_bytes.min(MAX_MEMORY_BYTES);
     let fuel = limits.fuel;
     let ticks = (limits.timeout.as_millis() / TICK.as_millis()).max(1) as u64;
     let mut store = Store::new(
         engine,
         State {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter: Limiter {
                 max_memory,

@@ -190,6 +190,35 @@ async fn traps_and_invalid_output_are_named() {
 }
 
 #[tokio::test]
+async fn wasi_shows_a_guest_nothing_of_the_host() {
+    let s = Sandbox::new().await;
+    // A call that makes no WASI call first, then one that does: the context
+    // the second call gets is the sandbox's, whenever it is built.
+    assert_eq!(
+        Sandbox::failure(&s.call("flood", json!({"bytes": 4})).await),
+        "success"
+    );
+    let r = s.call("peek", json!({})).await;
+    let out = r.outcome.as_ref().expect("peek succeeds");
+    let seen: Value = serde_json::from_str(&out.content).unwrap();
+    assert_eq!(seen["env"], json!([]), "{seen}");
+    assert_eq!(seen["args"], json!([]), "{seen}");
+    let root = seen["root"].as_str().unwrap();
+    assert!(root.starts_with("refused"), "{seen}");
+    assert_eq!(
+        seen["stdout"], true,
+        "output is accepted and discarded: {seen}"
+    );
+    // And again in a fresh instance after a panic, whose message went to stderr.
+    assert_eq!(Sandbox::failure(&s.call("crash", json!({})).await), "trap");
+    let again = s.call("peek", json!({})).await;
+    assert_eq!(
+        again.outcome.as_ref().map(|o| o.content.clone()).ok(),
+        Some(out.content.clone())
+    );
+}
+
+#[tokio::test]
 async fn a_runaway_call_does_not_hold_up_others() {
     // One thread (`#[tokio::test]`), so the quick call can only run while the
     // spinning guest gives the thread back, which it must do at every epoch

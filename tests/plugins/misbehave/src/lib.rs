@@ -1,6 +1,6 @@
 //! A tool plugin that misbehaves on purpose, for the host's sandbox tests:
-//! endless loops, CPU burn, memory hogging, panics, bad output, floods, and
-//! raw backend calls. Never deploy it.
+//! endless loops, CPU burn, memory hogging, panics, bad output, floods, raw
+//! backend calls, and a look at what WASI shows it. Never deploy it.
 
 use std::hint::black_box;
 
@@ -50,6 +50,11 @@ pub struct FetchArgs {
     /// Body to send: a string is sent as is (e.g. "{}"), anything else as JSON.
     pub body: Option<Value>,
 }
+
+/// Report what WASI shows the guest: environment, arguments, the root
+/// folder, and whether writing to stdout is accepted.
+#[derive(Deserialize, JsonSchema)]
+pub struct PeekArgs {}
 
 /// Return the arguments and the call context as JSON.
 #[derive(Deserialize, JsonSchema)]
@@ -135,6 +140,20 @@ pub fn fetch(_: &Context, args: FetchArgs) -> Result<Output, ToolError> {
     Ok(Output::json(&result))
 }
 
+pub fn peek(_: &Context, _: PeekArgs) -> Result<Output, ToolError> {
+    use std::io::Write;
+    let env: Vec<String> = std::env::vars().map(|(name, _)| name).collect();
+    let args: Vec<String> = std::env::args().collect();
+    let root = match std::fs::read_dir("/") {
+        Ok(_) => "listed".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    let stdout = std::io::stdout().write_all(b"peek\n").is_ok();
+    Ok(Output::json(&json!({
+        "env": env, "args": args, "root": root, "stdout": stdout
+    })))
+}
+
 pub fn echo(ctx: &Context, args: EchoArgs) -> Result<Output, ToolError> {
     let config: Value = ctx.config()?;
     Ok(Output::json(&json!({
@@ -166,6 +185,7 @@ pub fn tools() -> Tools {
         .context("flood", flood)
         .read("fetch", fetch)
         .context("echo", echo)
+        .context("peek", peek)
 }
 
 atlas_agent_sdk::export_tools!(tools);
@@ -185,7 +205,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "spin", "burn", "hog", "crash", "garbage", "flood", "fetch", "echo"
+                "spin", "burn", "hog", "crash", "garbage", "flood", "fetch", "echo", "peek"
             ]
         );
     }
