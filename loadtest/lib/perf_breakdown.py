@@ -3,16 +3,21 @@
     perf script -i <run>/perf.data -F comm,tid,ip,sym,dso > samples.txt
     python3 loadtest/lib/perf_breakdown.py samples.txt
 
-Each sample goes to the innermost `agent_host::<module>` frame on its stack
-(so model-client work done for the agent loop counts as `llm`); samples with no
-host frame are classified by library. Call graphs unwound with DWARF are
+Each sample goes to the innermost frame that is a function of an
+`agent_host::<module>` (so model-client work done for the agent loop counts as
+`llm`); a host path that only appears as a type parameter (the runtime's
+`block_on<agent_host::main::...>`, a connection task generic over
+`agent_host::outbound::ConnectWithin`) does not count, and `main` never does.
+Samples with no host frame are classified by library. Call graphs unwound with DWARF are
 sometimes cut short, which shows up as "unattributed"."""
 
 import re
 import sys
 from collections import Counter
 
-HOST = re.compile(r"agent_host::(\w+)")
+# A frame's own path: `agent_host::m::f`, `<agent_host::m::T as Trait>::f`
+# or `<T as agent_host::m::Trait>::f`, not a host type among its parameters.
+HOST = re.compile(r"^<?agent_host::(\w+)|^<[^<>]* as agent_host::(\w+)")
 JIT = re.compile(r"/perf-\d+\.map$")
 
 
@@ -24,8 +29,8 @@ def classify(frames):
     module = None
     for s in syms:  # innermost first
         m = HOST.search(s)
-        if m:
-            module = m.group(1)
+        if m and (m.group(1) or m.group(2)) != "main":
+            module = m.group(1) or m.group(2)
             break
     if "wasmtime" in joined and module in (None, "plugins", "agent"):
         if "drop_in_place<wasmtime::runtime::store::StoreInner" in joined:
@@ -38,6 +43,7 @@ def classify(frames):
             "plugins": "plugins: call, host functions, glue",
             "llm": "model client (request build, JSON, HTTP)",
             "backend": "backend client",
+            "outbound": "outbound HTTP connection tasks",
             "sessions": "session store (Redis)",
             "ratelimit": "rate limit",
             "identity": "identity (JWT, /auth/me cache)",
