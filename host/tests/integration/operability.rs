@@ -433,6 +433,26 @@ fn host_command(stack: &Stack, port: u16) -> Command {
     cmd
 }
 
+/// Waits up to 30 s for the host started as `child` to answer
+/// `/health/live` on `port`; fails at once if it exits first.
+async fn wait_live(http: &reqwest::Client, port: u16, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+        {
+            assert_eq!(r.status(), 200, "something else holds port {port}");
+            return;
+        }
+        let exited = child.try_wait().unwrap();
+        assert!(exited.is_none(), "the host exited: {exited:?}");
+        assert!(Instant::now() < deadline, "host did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
     let stack = Stack::new().await;
     let port = free_port();
@@ -444,16 +464,7 @@ async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "host did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_live(&http, port, &mut child).await;
     let token = stack.token(ADMIN);
     let slow = {
         let http = http.clone();
@@ -577,17 +588,7 @@ async fn proxy_variables_send_backend_and_model_calls_through_the_proxy() {
     );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health/live")).send().await {
-            assert_eq!(r.status(), 200, "something else holds port {port}");
-            break;
-        }
-        let exited = host.0.try_wait().unwrap();
-        assert!(exited.is_none(), "the host exited: {exited:?}");
-        assert!(Instant::now() < deadline, "host did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_live(&http, port, &mut host.0).await;
     let ready: serde_json::Value = http
         .get(format!("{base}/health/ready"))
         .send()
