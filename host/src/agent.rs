@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::llm::{ChatModel, Message, ModelError, ModelRequest, ToolCall};
 use crate::plugins::{CallInfo, DraftOut, Hook, PluginHost, ToolKind, Verdict};
-use crate::sessions::{Owner, SessionStore, StoreError, model_window};
+use crate::sessions::{Conversation, Owner, SessionStore, StoreError, model_window};
 use crate::telemetry::Metrics;
 
 /// The answer given when no model is configured.
@@ -51,9 +51,10 @@ pub struct Turn<'a> {
     pub prompt: String,
     pub metadata: Value,
     pub session_id: &'a str,
-    /// The host minted `session_id` for this turn, so there is no history
-    /// to load.
-    pub new_session: bool,
+    /// The conversation as loaded before the turn (with the rate-limit
+    /// count, `RateLimiter::hit_and_load`); `None` when the host minted
+    /// `session_id` for this turn, so there is no history.
+    pub stored: Option<Result<Option<Conversation>, StoreError>>,
     pub agent_id: &'a str,
     pub request_id: &'a str,
 }
@@ -131,7 +132,7 @@ impl Agent {
             mut prompt,
             metadata,
             session_id,
-            new_session,
+            stored,
             agent_id,
             request_id,
         } = turn;
@@ -179,14 +180,7 @@ impl Agent {
         };
 
         let mut degraded = false;
-        // A session id the host has just minted names nothing stored yet:
-        // no round trip to the store for the first turn of a conversation.
-        let stored = if new_session {
-            Ok(None)
-        } else {
-            self.sessions.load(owner, session_id).await
-        };
-        let history = match stored {
+        let history = match stored.unwrap_or(Ok(None)) {
             Ok(Some(c)) => c.messages,
             Ok(None) => vec![],
             Err(e) => {

@@ -28,7 +28,7 @@ use crate::AppState;
 use crate::agent::Turn;
 use crate::error::{ApiError, FieldError};
 use crate::identity::Caller;
-use crate::sessions::Owner;
+use crate::sessions::{Conversation, Owner, StoreError};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_PROMPT_CHARS: usize = 10_000;
@@ -420,12 +420,21 @@ async fn chat(
             agent_label = "other".into();
         }
         let caller = s.identity.caller(token, &agent_id, &request_id).await?;
-        limit(&s, &caller, peer).await?;
-        let new_session = req.session_id.is_none();
         let session_id = req
             .session_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // A session id the host has just minted names nothing stored yet:
+        // only a session id the client sent is loaded, with the count.
+        let owner = Owner {
+            company_id: caller.user.company_id,
+            user_id: caller.user.id,
+        };
+        let load = req
+            .session_id
+            .is_some()
+            .then_some((owner, session_id.as_str()));
+        let stored = limit(&s, &caller, peer, load).await?;
         let span = tracing::Span::current();
         span.record("agent_id", agent_id.as_str());
         span.record("session_id", session_id.as_str());
@@ -440,7 +449,7 @@ async fn chat(
                 prompt: req.prompt,
                 metadata: Value::Object(req.metadata),
                 session_id: &session_id,
-                new_session,
+                stored,
                 agent_id: &agent_id,
                 request_id: &request_id,
             })
@@ -495,15 +504,26 @@ async fn chat(
     }
 }
 
-async fn limit(s: &AppState, caller: &Caller, peer: SocketAddr) -> Result<(), ApiError> {
+/// Counts the chat against its user's limit (its peer's, for a token
+/// without a user id) and, if it is allowed and `load` names a stored
+/// conversation, loads that in the same step.
+async fn limit(
+    s: &AppState,
+    caller: &Caller,
+    peer: SocketAddr,
+    load: Option<(Owner, &str)>,
+) -> Result<Option<Result<Option<Conversation>, StoreError>>, ApiError> {
     let key = if caller.user.id > 0 {
         format!("user:{}:{}", caller.user.company_id, caller.user.id)
     } else {
         format!("ip:{}", peer.ip())
     };
-    let d = s.limiter.hit(&key).await;
+    let (d, loaded) = s
+        .limiter
+        .hit_and_load(&key, s.agent.sessions.as_ref(), load)
+        .await;
     if d.allowed {
-        Ok(())
+        Ok(loaded)
     } else {
         s.metrics.rate_limited.with_label_values(&["user"]).inc();
         Err(ApiError::RateLimited {

@@ -1,7 +1,9 @@
 //! Per-user chat limits: `RATE_LIMIT_MAX` per `RATE_LIMIT_WINDOW_MS`, in
 //! fixed windows. With Redis the count is shared by every instance (one
 //! `INCR` per request), so N instances still allow the limit once; without
-//! it each instance counts alone.
+//! it each instance counts alone. A chat that continues a stored
+//! conversation has its count taken in the same Redis round trip as the
+//! conversation's load ([`RateLimiter::hit_and_load`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,7 +11,10 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::sessions::{RedisPool as Pool, now_ms, redis_connection};
+use crate::sessions::{
+    Conversation, Count, Owner, RedisPool as Pool, SessionStore, StoreError, now_ms,
+    redis_connection,
+};
 
 /// The state of a key's window after counting one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,9 +78,7 @@ impl RateLimiter {
     /// request is counted locally instead, so an outage neither blocks chat
     /// nor removes the limit.
     pub async fn hit(&self, key: &str) -> Decision {
-        let now = now_ms();
-        let window = now / self.window_ms;
-        let reset_ms = (window + 1) * self.window_ms - now;
+        let (window, reset_ms) = self.window();
         let count = match &self.shared {
             None => self.local_count(key, window),
             Some(shared) => match self.shared_count(shared, key, window).await {
@@ -86,6 +89,57 @@ impl RateLimiter {
                 }
             },
         };
+        self.decision(count, reset_ms)
+    }
+
+    /// Counts one request for `key` and, if it is allowed and `load` names a
+    /// conversation, loads that from `store`. The load comes back only for
+    /// an allowed request: a refused one costs no read of the conversation.
+    ///
+    /// When both the count and the store are in Redis (the host builds them
+    /// on one pool), count and load are one round trip. If Redis fails
+    /// there, the request is counted locally as in [`RateLimiter::hit`] and
+    /// the load reports the failure.
+    pub async fn hit_and_load(
+        &self,
+        key: &str,
+        store: &dyn SessionStore,
+        load: Option<(Owner, &str)>,
+    ) -> (Decision, Option<Result<Option<Conversation>, StoreError>>) {
+        if let (Some(shared), Some(redis), Some((owner, id))) = (&self.shared, store.redis(), load)
+        {
+            let (window, reset_ms) = self.window();
+            let redis_key = Self::redis_key(shared, key, window);
+            let count = Count {
+                key: &redis_key,
+                window_ms: self.window_ms,
+                max: self.max,
+            };
+            return match redis.count_and_load(count, owner, id).await {
+                Ok((n, loaded)) => (self.decision(n, reset_ms), loaded),
+                Err(e) => {
+                    tracing::warn!(reason = %e, "rate limit store unavailable; counting locally");
+                    let d = self.decision(self.local_count(key, window), reset_ms);
+                    (d, d.allowed.then_some(Err(e)))
+                }
+            };
+        }
+        let d = self.hit(key).await;
+        let loaded = match load {
+            Some((owner, id)) if d.allowed => Some(store.load(owner, id).await),
+            _ => None,
+        };
+        (d, loaded)
+    }
+
+    /// The current window's number and the milliseconds until it ends.
+    fn window(&self) -> (u64, u64) {
+        let now = now_ms();
+        let window = now / self.window_ms;
+        (window, (window + 1) * self.window_ms - now)
+    }
+
+    fn decision(&self, count: u32, reset_ms: u64) -> Decision {
         Decision {
             allowed: count <= self.max,
             limit: self.max,
@@ -94,8 +148,12 @@ impl RateLimiter {
         }
     }
 
+    fn redis_key(shared: &Shared, key: &str, window: u64) -> String {
+        format!("{}ratelimit:{key}:{window}", shared.prefix)
+    }
+
     async fn shared_count(&self, shared: &Shared, key: &str, window: u64) -> Result<u32, String> {
-        let redis_key = format!("{}ratelimit:{key}:{window}", shared.prefix);
+        let redis_key = Self::redis_key(shared, key, window);
         let ask = async {
             let mut c = redis_connection(&shared.pool)
                 .await
@@ -140,5 +198,47 @@ mod tests {
         assert_eq!(d.remaining, 0);
         assert!(d.reset_secs >= 1 && d.reset_secs <= 60);
         assert!(l.hit("u2").await.allowed, "keys are separate");
+    }
+
+    #[tokio::test]
+    async fn a_conversation_is_loaded_only_for_an_allowed_request() {
+        use crate::llm::Message;
+        use crate::sessions::{Bounds, MemoryStore};
+
+        let store = MemoryStore::new(Bounds {
+            ttl_ms: 60_000,
+            max_messages: 10,
+            max_bytes: 10_000,
+        });
+        let owner = Owner {
+            company_id: 1,
+            user_id: 2,
+        };
+        let said = Message::User {
+            content: "the pump leaks".into(),
+        };
+        store
+            .append(owner, "s-1", std::slice::from_ref(&said))
+            .await
+            .unwrap();
+        let l = RateLimiter::local(2, Duration::from_secs(60));
+
+        // A new conversation is counted and nothing is loaded.
+        let (d, loaded) = l.hit_and_load("u1", &store, None).await;
+        assert!(d.allowed);
+        assert!(loaded.is_none());
+        // A continued one is counted in the same window and loaded.
+        let (d, loaded) = l.hit_and_load("u1", &store, Some((owner, "s-1"))).await;
+        assert_eq!((d.allowed, d.remaining), (true, 0));
+        let c = loaded.expect("loaded").unwrap().expect("stored");
+        assert_eq!(c.messages.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&c.messages[0]).unwrap(),
+            serde_json::to_value(&said).unwrap()
+        );
+        // Over the limit: refused, and the conversation is not read.
+        let (d, loaded) = l.hit_and_load("u1", &store, Some((owner, "s-1"))).await;
+        assert!(!d.allowed);
+        assert!(loaded.is_none());
     }
 }

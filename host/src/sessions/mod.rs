@@ -17,7 +17,7 @@ use crate::llm::Message;
 
 pub use memory::MemoryStore;
 pub use redis_pool::{Pool as RedisPool, connection as redis_connection, pool as redis_pool};
-pub use redis_store::RedisStore;
+pub use redis_store::{Count, RedisStore};
 
 /// The user a conversation belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +76,13 @@ pub trait SessionStore: Send + Sync {
 
     /// Whether the store answers (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The Redis store behind this one, if it is one: the rate limiter then
+    /// takes a chat's count in the same round trip as its load
+    /// ([`RedisStore::count_and_load`]).
+    fn redis(&self) -> Option<&RedisStore> {
+        None
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -14,6 +14,11 @@
 //! A turn is appended by one Lua script: its messages go in together,
 //! whatever other instances append at the same moment; expiry is refreshed
 //! and old messages are trimmed in the same step.
+//!
+//! A chat's rate-limit count (`crate::ratelimit`) and its conversation load
+//! share one round trip: a second script counts the request and reads the
+//! conversation only when the count is within the limit, so a refused
+//! request costs Redis no more than the count.
 
 use std::time::{Duration, Instant};
 
@@ -48,12 +53,34 @@ redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return n
 "#;
 
+/// Counts one request in a fixed window (`KEYS[1]`, expiring after
+/// `ARGV[1]` ms) and, if the count is at most `ARGV[2]`, reads the
+/// conversation as `load` does (`KEYS[2]` and its `KEYS[3]` meta hash).
+/// Always four elements: a refused request gets nils for the conversation.
+const COUNT_LOAD: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n > tonumber(ARGV[2]) then return {n, false, false, -2} end
+return {n, redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HGET', KEYS[3], 'updatedAt'), redis.call('PTTL', KEYS[2])}
+"#;
+
+/// A rate-limit count to take in the same round trip as a load
+/// ([`RedisStore::count_and_load`]).
+pub struct Count<'a> {
+    /// The window's counter key, prefix included.
+    pub key: &'a str,
+    pub window_ms: u64,
+    /// The highest count that is still allowed.
+    pub max: u32,
+}
+
 pub struct RedisStore {
     pool: Pool,
     prefix: String,
     bounds: Bounds,
     timeout: Duration,
     append: redis::Script,
+    count_load: redis::Script,
     metrics: Metrics,
 }
 
@@ -71,8 +98,51 @@ impl RedisStore {
             bounds,
             timeout,
             append: redis::Script::new(APPEND),
+            count_load: redis::Script::new(COUNT_LOAD),
             metrics,
         }
+    }
+
+    /// Counts one request and, when the count is within `count.max`, loads
+    /// the owner's conversation, in one round trip. The count comes back
+    /// whenever Redis answered; the load only for an allowed request (an
+    /// unreadable conversation is an error there, not a failed count).
+    /// Timed and counted in the metrics as a `load`.
+    #[allow(clippy::type_complexity)]
+    pub async fn count_and_load(
+        &self,
+        count: Count<'_>,
+        owner: Owner,
+        id: &str,
+    ) -> Result<(u32, Option<Result<Option<Conversation>, StoreError>>), StoreError> {
+        let key = self.list_key(&Self::member(owner, id));
+        self.timed("load", async {
+            let mut c = self.conn().await?;
+            let (n, items, updated, ttl): (u32, Option<Vec<String>>, Option<u64>, i64) = self
+                .count_load
+                .key(count.key)
+                .key(&key)
+                .key(format!("{key}:meta"))
+                .arg(count.window_ms)
+                .arg(count.max)
+                .invoke_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            match items {
+                Some(items) if n <= count.max => {
+                    let loaded = decode(id, &items, updated, ttl);
+                    if loaded.is_err() {
+                        self.metrics
+                            .session_store_errors
+                            .with_label_values(&["load"])
+                            .inc();
+                    }
+                    Ok((n, Some(loaded)))
+                }
+                _ => Ok((n, None)),
+            }
+        })
+        .await
     }
 
     fn member(owner: Owner, id: &str) -> String {
@@ -118,6 +188,31 @@ impl RedisStore {
     }
 }
 
+/// A conversation from its list, its `updatedAt` and the list's PTTL; none
+/// when the list is empty or has no expiry.
+fn decode(
+    id: &str,
+    items: &[String],
+    updated: Option<u64>,
+    ttl: i64,
+) -> Result<Option<Conversation>, StoreError> {
+    if items.is_empty() || ttl < 0 {
+        return Ok(None);
+    }
+    let messages = items
+        .iter()
+        .map(|s| serde_json::from_str::<Message>(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let now = now_ms();
+    Ok(Some(Conversation {
+        session_id: id.to_string(),
+        messages,
+        updated_at: updated.unwrap_or(now),
+        expires_at: now + ttl as u64,
+    }))
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -139,23 +234,13 @@ impl SessionStore for RedisStore {
                 .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
-            if items.is_empty() || ttl < 0 {
-                return Ok(None);
-            }
-            let messages = items
-                .iter()
-                .map(|s| serde_json::from_str::<Message>(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let now = now_ms();
-            Ok(Some(Conversation {
-                session_id: id.to_string(),
-                messages,
-                updated_at: updated.unwrap_or(now),
-                expires_at: now + ttl as u64,
-            }))
+            decode(id, &items, updated, ttl)
         })
         .await
+    }
+
+    fn redis(&self) -> Option<&RedisStore> {
+        Some(self)
     }
 
     async fn append(&self, owner: Owner, id: &str, messages: &[Message]) -> Result<(), StoreError> {

@@ -322,6 +322,91 @@ async fn command_calls(c: &mut redis::aio::MultiplexedConnection, command: &str)
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// The names of the commands Redis receives from its clients while `during`
+/// runs, in order, as `MONITOR` reports them: commands that scripts run
+/// inside Redis are left out, and so are the pool's health-check pings.
+async fn client_commands<F: std::future::Future>(
+    redis: &RedisServer,
+    during: F,
+) -> (F::Output, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut monitor = tokio::net::TcpStream::connect(("127.0.0.1", redis.port))
+        .await
+        .unwrap();
+    monitor.write_all(b"MONITOR\r\n").await.unwrap();
+    let mut lines = BufReader::new(monitor).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("+OK"));
+    let out = during.await;
+    // A marker from another client: every command before it has been shown.
+    let mut c = redis.client().await;
+    let _: String = redis::cmd("ECHO")
+        .arg("monitor-end")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("\"monitor-end\"") {
+            break;
+        }
+        // `+<time> [<db> <client>] "name" "arg" ...`; scripts show as `lua`.
+        let (source, command) = line.split_once("] ").expect(&line);
+        if source.ends_with(" lua") {
+            continue;
+        }
+        let name = command.split('"').nth(1).unwrap().to_ascii_lowercase();
+        if name != "ping" {
+            names.push(name);
+        }
+    }
+    (out, names)
+}
+
+#[tokio::test]
+async fn a_continued_chat_counts_and_loads_in_one_round_trip() {
+    let redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack
+        .set("RATE_LIMIT_MAX", "4")
+        // Windows are aligned to the clock: an hour makes it unlikely that
+        // one ends during the test.
+        .set("RATE_LIMIT_WINDOW_MS", "3600000");
+    let a = stack.start().await;
+    let b = stack.start().await;
+    let token = stack.token(ADMIN);
+    let (s, body) = a
+        .chat(&token, prompt_in("The boiler pressure drops", "rl-1"))
+        .await;
+    assert_eq!(s, 200, "{body}");
+
+    // The next turn, on the other instance: one script counts the request
+    // and reads the conversation, one appends the turn.
+    let ((s, body), commands) =
+        client_commands(&redis, b.chat(&token, prompt_in("#recall", "rl-1"))).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(answer(&body).contains("boiler"), "{body}");
+    assert_eq!(commands, ["evalsha", "evalsha"]);
+
+    // New and continued conversations count in the same window: four in all.
+    assert_eq!(a.chat(&token, prompt("hello")).await.0, 200);
+    assert_eq!(b.chat(&token, prompt_in("#recall", "rl-1")).await.0, 200);
+    let mut c = redis.client().await;
+    let reads = command_calls(&mut c, "lrange").await;
+    assert!(reads >= 2, "the continued turns read the list: {reads}");
+    for host in [&a, &b] {
+        let (s, h, body) = host
+            .chat_full(Some(&token), prompt_in("#recall", "rl-1"))
+            .await;
+        assert_eq!(s, 429, "{body}");
+        assert_eq!(h["ratelimit-remaining"], "0");
+    }
+    // The refused turns did not read the conversation.
+    assert_eq!(command_calls(&mut c, "lrange").await, reads);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn busy_connections_are_not_pinged_and_idle_ones_are() {
     let redis = RedisServer::start();
