@@ -180,8 +180,16 @@ impl managed::Manager for Manager {
 /// connection as stuck (the callers' own timeouts are `timeout`, and start
 /// a moment before the command does).
 pub fn pool(url: &str, timeout: Duration) -> anyhow::Result<Pool> {
+    // redis-rs bounds each command by 500 ms and each connect by 1 s of its
+    // own unless told otherwise. Every caller here bounds its whole wait by
+    // `timeout` already, so a command has no second limit (which would cut
+    // it short whenever `REDIS_TIMEOUT_MS` is above 500, and arm a second
+    // timer per command), and a connect has this one.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(timeout));
     let manager = Manager {
-        inner: deadpool_redis::Manager::new(url)?,
+        inner: deadpool_redis::Manager::new_with_config(url, config)?,
         stalled: timeout / 2,
     };
     Ok(Pool::builder(manager)

@@ -539,3 +539,29 @@ async fn only_a_command_left_waiting_retires_the_shared_connection() {
     assert!(ping(&pool, timeout).await);
     assert_eq!(connections_received(&mut probe).await, before + 1);
 }
+
+/// A command waits for its answer as long as `REDIS_TIMEOUT_MS` allows,
+/// not the 500 ms that redis-rs gives a command unless told otherwise.
+#[tokio::test]
+async fn a_slow_answer_within_the_redis_timeout_is_awaited() {
+    use agent_host::sessions::{redis_connection, redis_pool};
+    let redis = RedisServer::start();
+    let timeout = Duration::from_secs(3);
+    let pool = redis_pool(&redis.url(), timeout).unwrap();
+    let mut c = redis_connection(&pool).await.unwrap();
+    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+
+    // Redis answers after about 1.2 s.
+    redis.pause();
+    let started = std::time::Instant::now();
+    let ping = redis::cmd("PING");
+    let (answer, ()) = tokio::join!(
+        tokio::time::timeout(timeout, ping.query_async::<String>(&mut c)),
+        async {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            redis.resume();
+        }
+    );
+    assert_eq!(answer.expect("within the timeout").unwrap(), "PONG");
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+}
