@@ -1,12 +1,15 @@
 //! Who is calling: the bearer token checked locally (when `JWT_SECRET_KEY` is
 //! set), the user looked up on Atlas's `/auth/me` (cached per token), then
 //! role and tenant checks.
+//!
+//! A token's signature is checked once: its SHA-256 digest is then kept with
+//! its expiry, and the same token bytes later only have their expiry checked.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use moka::future::Cache;
+use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -38,7 +41,13 @@ pub struct Caller {
 struct Claims {
     #[allow(dead_code)]
     sub: String,
+    /// Seconds since the Unix epoch (required by the validation).
+    exp: f64,
 }
+
+/// How long a checked signature is remembered (the token's own expiry is
+/// checked on every use).
+const VERIFIED_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 struct Cached {
@@ -48,6 +57,8 @@ struct Cached {
 
 pub struct Identity {
     key: Option<(DecodingKey, Validation)>,
+    /// Tokens whose signature checked out, by digest: their `exp`.
+    verified: Cache<[u8; 32], u64>,
     cache: Cache<[u8; 32], Cached>,
     ttl: Duration,
     backend: Backend,
@@ -58,9 +69,12 @@ fn unauthorized(msg: &str) -> ApiError {
     ApiError::Unauthorized(msg.to_string())
 }
 
-/// A bearer token that passed [`Identity::verify`].
+/// A bearer token that passed [`Identity::verify`], with its SHA-256 digest.
 #[derive(Clone, Copy, Debug)]
-pub struct Verified<'a>(&'a str);
+pub struct Verified<'a> {
+    token: &'a str,
+    digest: [u8; 32],
+}
 
 /// `Bearer <token>`, scheme case-insensitive; anything else is malformed.
 pub fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
@@ -87,6 +101,10 @@ impl Identity {
         });
         Identity {
             key,
+            verified: Cache::builder()
+                .max_capacity(config.auth_cache_max_entries)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
             cache: Cache::builder()
                 .max_capacity(config.auth_cache_max_entries)
                 .time_to_live(config.auth_cache_ttl.max(Duration::from_millis(1)))
@@ -102,13 +120,29 @@ impl Identity {
     /// forged or expired token is refused before anything else is done.
     pub fn verify<'h>(&self, header: Option<&'h str>) -> Result<Verified<'h>, ApiError> {
         let token = bearer_token(header)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some((key, validation)) = &self.key {
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
-                tracing::info!(reason = %e, "token refused locally");
-                unauthorized("Invalid or expired token")
-            })?;
+            match self.verified.get(&digest) {
+                // The same bytes passed before, so only time can refuse them
+                // now: jsonwebtoken's expiry rule, with the same leeway.
+                Some(exp) => {
+                    let now = jsonwebtoken::get_current_timestamp();
+                    if exp < now.saturating_sub(validation.leeway) {
+                        tracing::info!(reason = "ExpiredSignature", "token refused locally");
+                        return Err(unauthorized("Invalid or expired token"));
+                    }
+                }
+                None => {
+                    let data =
+                        jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
+                            tracing::info!(reason = %e, "token refused locally");
+                            unauthorized("Invalid or expired token")
+                        })?;
+                    self.verified.insert(digest, data.claims.exp as u64);
+                }
+            }
         }
-        Ok(Verified(token))
+        Ok(Verified { token, digest })
     }
 
     /// Checks the token ([`Identity::verify`]), finds the user, and applies
@@ -127,27 +161,24 @@ impl Identity {
     /// with the role and tenant rules applied.
     pub async fn caller(
         &self,
-        Verified(token): Verified<'_>,
+        Verified { token, digest }: Verified<'_>,
         agent_id: &str,
         request_id: &str,
     ) -> Result<Caller, ApiError> {
         let authorization = format!("Bearer {token}");
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let user = match self.cache.get(&digest).await {
+        let user = match self.cache.get(&digest) {
             Some(c) if c.until > Instant::now() => c.user,
             _ => {
                 let user = Arc::new(self.lookup(&authorization, request_id).await?);
                 if !self.ttl.is_zero() {
                     let until = Instant::now() + self.ttl;
-                    self.cache
-                        .insert(
-                            digest,
-                            Cached {
-                                user: user.clone(),
-                                until,
-                            },
-                        )
-                        .await;
+                    self.cache.insert(
+                        digest,
+                        Cached {
+                            user: user.clone(),
+                            until,
+                        },
+                    );
                 }
                 user
             }
@@ -255,6 +286,53 @@ pub fn parse_user(v: &Value) -> Option<User> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_checked_signature_is_remembered_but_the_expiry_is_checked_each_time() {
+        use jsonwebtoken::{EncodingKey, Header};
+        let map = std::collections::HashMap::<&str, String>::new();
+        let mut config = Config::from_source(&map).unwrap();
+        config.jwt_secret = Some(b"the signing secret".to_vec());
+        let metrics = crate::telemetry::Metrics::new();
+        let backend = Backend::new("http://127.0.0.1:9", Duration::from_secs(1), metrics).unwrap();
+        let identity = Identity::new(&config, backend);
+        let mint = |exp: u64, secret: &[u8]| {
+            let claims = json!({ "sub": "ann@example.com", "exp": exp });
+            let key = EncodingKey::from_secret(secret);
+            format!(
+                "Bearer {}",
+                jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
+            )
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+
+        let good = mint(now + 3600, b"the signing secret");
+        let checked = identity.verify(Some(&good)).unwrap();
+        assert_eq!(identity.verified.get(&checked.digest), Some(now + 3600));
+        assert!(
+            identity.verify(Some(&good)).is_ok(),
+            "again, from the cache"
+        );
+
+        // Another signature over the same claims is other bytes: checked, refused.
+        let forged = mint(now + 3600, b"another secret");
+        assert!(matches!(
+            identity.verify(Some(&forged)),
+            Err(ApiError::Unauthorized(_))
+        ));
+        let corrupt = format!("{}x", good);
+        assert!(identity.verify(Some(&corrupt)).is_err());
+
+        // Time passes: the remembered token expires like any other (the
+        // same 5 s leeway as the first check).
+        identity.verified.insert(checked.digest, now - 4);
+        assert!(identity.verify(Some(&good)).is_ok(), "within the leeway");
+        identity.verified.insert(checked.digest, now - 6);
+        assert!(matches!(
+            identity.verify(Some(&good)),
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
 
     #[test]
     fn bearer_parsing() {
