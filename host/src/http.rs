@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -394,6 +395,26 @@ fn body_or_413(
     })
 }
 
+/// A chat's answer, written straight from the turn's output (no `Value`
+/// tree in between).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChatAnswer<'a> {
+    agent_id: &'a str,
+    drafts: &'a [crate::agent::Draft],
+    message: &'static str,
+    messages: [AssistantMessage<'a>; 1],
+    session_id: &'a str,
+    status: &'static str,
+    tool_calls: &'a [crate::agent::ToolCallRecord],
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    content: &'a str,
+    role: &'static str,
+}
+
 async fn chat(
     State(s): State<Arc<AppState>>,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
@@ -475,15 +496,18 @@ async fn chat(
             s.metrics
                 .host_overhead
                 .observe(elapsed.saturating_sub(out.upstream_time).as_secs_f64());
-            let mut response = Json(json!({
-                "status": "success",
-                "message": "Agent response generated",
-                "agentId": agent_id,
-                "sessionId": session_id,
-                "messages": [{ "role": "assistant", "content": out.answer }],
-                "toolCalls": out.tool_calls,
-                "drafts": out.drafts,
-            }))
+            let mut response = Json(ChatAnswer {
+                agent_id: &agent_id,
+                drafts: &out.drafts,
+                message: "Agent response generated",
+                messages: [AssistantMessage {
+                    content: &out.answer,
+                    role: "assistant",
+                }],
+                session_id: &session_id,
+                status: "success",
+                tool_calls: &out.tool_calls,
+            })
             .into_response();
             if out.degraded {
                 response.headers_mut().insert(
@@ -656,6 +680,42 @@ async fn admin_reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chat_answer_is_the_contract_json() {
+        let calls = vec![crate::agent::ToolCallRecord {
+            tool_name: "view_work_orders".into(),
+            arguments: json!({ "limit": 5 }),
+            result_count: Some(2),
+            status: "success",
+            error: None,
+            outcome: None,
+            session_id: "s-1".into(),
+        }];
+        let answer = ChatAnswer {
+            agent_id: "default-agent",
+            drafts: &[],
+            message: "Agent response generated",
+            messages: [AssistantMessage {
+                content: "Two \"open\" ones",
+                role: "assistant",
+            }],
+            session_id: "s-1",
+            status: "success",
+            tool_calls: &calls,
+        };
+        let contract = json!({
+            "status": "success",
+            "message": "Agent response generated",
+            "agentId": "default-agent",
+            "sessionId": "s-1",
+            "messages": [{ "role": "assistant", "content": "Two \"open\" ones" }],
+            "toolCalls": calls,
+            "drafts": [],
+        });
+        let written: Value = serde_json::from_slice(&serde_json::to_vec(&answer).unwrap()).unwrap();
+        assert_eq!(written, contract);
+    }
 
     #[tokio::test]
     async fn a_panicking_handler_answers_the_json_500_not_a_reset() {
