@@ -57,11 +57,17 @@ return n
 /// `ARGV[1]` ms) and, if the count is at most `ARGV[2]`, reads the
 /// conversation as `load` does (`KEYS[2]` and its `KEYS[3]` meta hash).
 /// Always four elements: a refused request gets nils for the conversation.
+/// The reads cannot fail the script once the count is taken (a script's
+/// writes stay when it fails, and the caller would count again): keys that
+/// hold something else give the PTTL `-3` instead.
 const COUNT_LOAD: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 if n > tonumber(ARGV[2]) then return {n, false, false, -2} end
-return {n, redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HGET', KEYS[3], 'updatedAt'), redis.call('PTTL', KEYS[2])}
+local items = redis.pcall('LRANGE', KEYS[2], 0, -1)
+local updated = redis.pcall('HGET', KEYS[3], 'updatedAt')
+if items.err or (type(updated) == 'table' and updated.err) then return {n, false, false, -3} end
+return {n, items, updated, redis.call('PTTL', KEYS[2])}
 "#;
 
 /// A rate-limit count to take in the same round trip as a load
@@ -128,19 +134,23 @@ impl RedisStore {
                 .invoke_async(&mut c)
                 .await
                 .map_err(unavailable)?;
-            match items {
-                Some(items) if n <= count.max => {
-                    let loaded = decode(id, &items, updated, ttl);
-                    if loaded.is_err() {
-                        self.metrics
-                            .session_store_errors
-                            .with_label_values(&["load"])
-                            .inc();
-                    }
-                    Ok((n, Some(loaded)))
-                }
-                _ => Ok((n, None)),
+            if n > count.max {
+                return Ok((n, None));
             }
+            let loaded = match items {
+                Some(items) => decode(id, &items, updated, ttl),
+                // PTTL -3: the script found the keys holding another type.
+                None => Err(StoreError::Corrupt(
+                    "the conversation's keys hold another type of value".into(),
+                )),
+            };
+            if loaded.is_err() {
+                self.metrics
+                    .session_store_errors
+                    .with_label_values(&["load"])
+                    .inc();
+            }
+            Ok((n, Some(loaded)))
         })
         .await
     }

@@ -408,6 +408,49 @@ async fn a_continued_chat_counts_and_loads_in_one_round_trip() {
 }
 
 #[tokio::test]
+async fn a_conversation_key_of_another_type_degrades_the_turn_and_counts_it_once() {
+    let mut redis = RedisServer::start();
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, &redis);
+    stack
+        .set("RATE_LIMIT_MAX", "1")
+        .set("RATE_LIMIT_WINDOW_MS", "3600000");
+    let host = stack.start().await;
+    let token = stack.token(ADMIN);
+    let mut c = redis.client().await;
+    let _: () = c
+        .set("test:conversation:1:1:odd", "not a list")
+        .await
+        .unwrap();
+
+    let (s, h, body) = host
+        .chat_full(Some(&token), prompt_in("hello", "odd"))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(h["x-agent-degraded"], "session-store-unavailable");
+    let keys: Vec<String> = c.keys("test:ratelimit:*").await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let count: u32 = c.get(&keys[0]).await.unwrap();
+    assert_eq!(count, 1);
+    let text = host.metrics_text().await;
+    assert!(
+        text.contains("agents_session_store_errors_total{op=\"load\"} 1"),
+        "{text}"
+    );
+
+    // The script took the count and answered: the request was not counted
+    // locally as well. So when Redis goes away and the host counts alone,
+    // this user's one chat of the window is still there to take.
+    drop(c);
+    redis.stop();
+    let (s, _, body) = host.chat_full(Some(&token), prompt("hello")).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _, body) = host.chat_full(Some(&token), prompt("hello")).await;
+    assert_eq!(s, 429, "{body}");
+    host.stop().await;
+}
+
+#[tokio::test]
 async fn busy_connections_are_not_pinged_and_idle_ones_are() {
     let redis = RedisServer::start();
     let mut stack = Stack::new().await;
