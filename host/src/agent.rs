@@ -52,9 +52,9 @@ pub struct Turn<'a> {
     pub metadata: Value,
     pub session_id: &'a str,
     /// The conversation as loaded before the turn (with the rate-limit
-    /// count, `RateLimiter::hit_and_load`); `None` when the host minted
-    /// `session_id` for this turn, so there is no history.
-    pub stored: Option<Result<Option<Conversation>, StoreError>>,
+    /// count, `RateLimiter::hit_and_load`); `Ok(None)` when there is none,
+    /// as for a `session_id` the host minted for this turn.
+    pub stored: Result<Option<Conversation>, StoreError>,
     pub agent_id: &'a str,
     pub request_id: &'a str,
 }
@@ -180,7 +180,7 @@ impl Agent {
         };
 
         let mut degraded = false;
-        let history = match stored.unwrap_or(Ok(None)) {
+        let history = match stored {
             Ok(Some(c)) => c.messages,
             Ok(None) => vec![],
             Err(e) => {

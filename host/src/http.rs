@@ -529,14 +529,14 @@ async fn chat(
 }
 
 /// Counts the chat against its user's limit (its peer's, for a token
-/// without a user id) and, if it is allowed and `load` names a stored
-/// conversation, loads that in the same step.
+/// without a user id) and, if it is allowed, loads the stored conversation
+/// `load` names in the same step (none when `load` is `None`).
 async fn limit(
     s: &AppState,
     caller: &Caller,
     peer: SocketAddr,
     load: Option<(Owner, &str)>,
-) -> Result<Option<Result<Option<Conversation>, StoreError>>, ApiError> {
+) -> Result<Result<Option<Conversation>, StoreError>, ApiError> {
     let key = if caller.user.id > 0 {
         format!("user:{}:{}", caller.user.company_id, caller.user.id)
     } else {
@@ -547,7 +547,7 @@ async fn limit(
         .hit_and_load(&key, s.agent.sessions.as_ref(), load)
         .await;
     if d.allowed {
-        Ok(loaded)
+        Ok(loaded.unwrap_or(Ok(None)))
     } else {
         s.metrics.rate_limited.with_label_values(&["user"]).inc();
         Err(ApiError::RateLimited {

@@ -145,10 +145,7 @@ impl RedisStore {
                 )),
             };
             if loaded.is_err() {
-                self.metrics
-                    .session_store_errors
-                    .with_label_values(&["load"])
-                    .inc();
+                self.count_error("load");
             }
             Ok((n, Some(loaded)))
         })
@@ -182,12 +179,16 @@ impl RedisStore {
             .with_label_values(&[op])
             .observe(started.elapsed().as_secs_f64());
         if result.is_err() {
-            self.metrics
-                .session_store_errors
-                .with_label_values(&[op])
-                .inc();
+            self.count_error(op);
         }
         result
+    }
+
+    fn count_error(&self, op: &str) {
+        self.metrics
+            .session_store_errors
+            .with_label_values(&[op])
+            .inc();
     }
 
     async fn conn(&self) -> Result<Shared, StoreError> {
