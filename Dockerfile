@@ -17,11 +17,11 @@ FROM ${RUST_IMAGE} AS toolchain
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
-# Install what rust-toolchain.toml asks for (components and the guest target)
+# Install what rust-toolchain.toml asks for (components and the guest targets)
 # once, in a layer that survives source changes.
 COPY rust-toolchain.toml ./
 RUN rustup toolchain install \
- && rustup target add wasm32-wasip2
+ && rustup target add wasm32-unknown-unknown wasm32-wasip2
 
 # ---------------------------------------------------------------- host + plugins
 FROM toolchain AS build

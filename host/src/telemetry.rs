@@ -125,6 +125,7 @@ pub struct Metrics {
     pub plugin_duration: HistogramVec,
     pub plugin_limit_hits: IntCounterVec,
     pub plugin_fuel: IntCounterVec,
+    pub plugin_memory_grown: IntCounterVec,
     pub plugin_reloads: IntCounterVec,
     pub plugins_loaded: IntGauge,
     pub policy_decisions: IntCounterVec,
@@ -260,6 +261,14 @@ impl Metrics {
                 "Fuel plugin calls consumed (about one unit per WebAssembly instruction), \
                  instantiation included; divided by the plugin's calls it is the mean to \
                  set the fuel limit against",
+                &["plugin"],
+            ),
+            plugin_memory_grown: counter(
+                r,
+                "agents_plugin_memory_grown_total",
+                "Plugin calls whose linear memory grew past the size it was instantiated \
+                 with (each growth maps pages that are unmapped after the call); a plugin \
+                 counted on most calls starts with too small a heap",
                 &["plugin"],
             ),
             plugin_reloads: counter(

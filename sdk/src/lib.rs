@@ -40,6 +40,14 @@
 //! - [`testing`]: run tools and policies natively against a mock backend.
 //! - [`export_tools!`], [`export_policy!`]: turn a crate into a plugin component.
 
+/// A plugin built without WASI allocates in the heap its module starts with
+/// (`--initial-heap` in `.cargo/config.toml`) before it grows its memory;
+/// Rust's own allocator there grows it at the first allocation of every
+/// fresh instance. Off with `default-features = false`.
+#[cfg(all(target_family = "wasm", target_os = "unknown", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 #[doc(hidden)]
 pub mod bindings;
 

@@ -19,7 +19,13 @@ use anyhow::{Context as _, Result, bail, ensure};
 mod stack;
 use serde_json::Value;
 
-const TARGET: &str = "wasm32-wasip2";
+/// Plugins are built for this target unless they ask for WASI: the
+/// component then imports only the plugin's own interfaces, which makes each
+/// fresh instance cheaper to create (see `docs/performance.md`).
+const LEAN_TARGET: &str = "wasm32-unknown-unknown";
+/// For a crate with `[package.metadata.atlas-plugin] wasi = true`: Rust's
+/// standard library on WASI (the host gives such a guest an empty sandbox).
+const WASI_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
 const USAGE: &str = "usage: cargo xtask <task>
@@ -123,27 +129,48 @@ struct Plugin {
     dir: PathBuf,
     /// The crate directory's name, which names the output files.
     name: String,
+    /// Built for `WASI_TARGET` rather than `LEAN_TARGET`.
+    wasi: bool,
 }
 
-/// Build `crate_dirs` in one cargo invocation and copy the results to `out`.
-fn build(root: &Path, crate_dirs: &[PathBuf], out: &Path) -> Result<()> {
-    ensure_target(root)?;
-    let (plugins, target_dir) = find_plugins(root, crate_dirs)?;
-
-    let mut cmd = cargo();
-    cmd.current_dir(root)
-        .args(["build", "--target", TARGET, "--profile", PROFILE]);
-    for p in &plugins {
-        cmd.args(["-p", &p.package]);
+impl Plugin {
+    fn target(&self) -> &'static str {
+        if self.wasi { WASI_TARGET } else { LEAN_TARGET }
     }
-    let status = cmd.status().context("running cargo build")?;
-    ensure!(status.success(), "cargo build failed ({status})");
+}
+
+/// Build `crate_dirs` (one cargo invocation per target) and copy the
+/// results to `out`; a plugin built for `LEAN_TARGET` is a core module, made
+/// a component here as `wasm32-wasip2`'s linker does it for the others.
+fn build(root: &Path, crate_dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let (plugins, target_dir) = find_plugins(root, crate_dirs)?;
+    for target in [LEAN_TARGET, WASI_TARGET] {
+        let group: Vec<&Plugin> = plugins.iter().filter(|p| p.target() == target).collect();
+        if group.is_empty() {
+            continue;
+        }
+        ensure_target(root, target)?;
+        let mut cmd = cargo();
+        cmd.current_dir(root)
+            .args(["build", "--target", target, "--profile", PROFILE]);
+        for p in &group {
+            cmd.args(["-p", &p.package]);
+        }
+        let status = cmd.status().context("running cargo build")?;
+        ensure!(status.success(), "cargo build failed ({status})");
+    }
 
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let built = target_dir.join(TARGET).join(PROFILE);
     for p in &plugins {
-        let wasm = built.join(format!("{}.wasm", p.lib));
-        let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        let wasm = target_dir
+            .join(p.target())
+            .join(PROFILE)
+            .join(format!("{}.wasm", p.lib));
+        let mut bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+        if !p.wasi {
+            bytes = componentize(&bytes)
+                .with_context(|| format!("making a component of {}", wasm.display()))?;
+        }
         let world = check_world(&bytes)
             .with_context(|| format!("{} is not a usable plugin", wasm.display()))?;
 
@@ -167,6 +194,15 @@ fn build(root: &Path, crate_dirs: &[PathBuf], out: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A core module built with wit-bindgen as a component: its world comes
+/// from the type information wit-bindgen embeds in the module.
+fn componentize(module: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)?
+        .encode()
 }
 
 /// `path` relative to the workspace when inside it.
@@ -243,7 +279,16 @@ fn find_plugins(root: &Path, crate_dirs: &[PathBuf]) -> Result<(Vec<Plugin>, Pat
                     manifest.display()
                 )
             })?;
+        let wasi = match &package["metadata"]["atlas-plugin"]["wasi"] {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            other => bail!(
+                "{}: [package.metadata.atlas-plugin] wasi must be true or false, not {other}",
+                manifest.display()
+            ),
+        };
         plugins.push(Plugin {
+            wasi,
             package: package["name"]
                 .as_str()
                 .context("package without a name")?
@@ -260,9 +305,9 @@ fn find_plugins(root: &Path, crate_dirs: &[PathBuf]) -> Result<(Vec<Plugin>, Pat
     Ok((plugins, target_dir))
 }
 
-/// Install the wasm target when rustup lacks it (rust-toolchain.toml names it,
-/// but toolchains installed before that line existed do not have it).
-fn ensure_target(root: &Path) -> Result<()> {
+/// Install a wasm target when rustup lacks it (rust-toolchain.toml names
+/// both, but toolchains installed before those lines existed lack them).
+fn ensure_target(root: &Path, target: &str) -> Result<()> {
     let installed = match Command::new("rustup")
         .current_dir(root)
         .args(["target", "list", "--installed"])
@@ -270,20 +315,20 @@ fn ensure_target(root: &Path) -> Result<()> {
     {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => {
-            eprintln!("note: rustup not found; assuming the {TARGET} target is installed");
+            eprintln!("note: rustup not found; assuming the {target} target is installed");
             return Ok(());
         }
     };
-    if installed.lines().any(|l| l.trim() == TARGET) {
+    if installed.lines().any(|l| l.trim() == target) {
         return Ok(());
     }
-    eprintln!("installing the {TARGET} target");
+    eprintln!("installing the {target} target");
     let status = Command::new("rustup")
         .current_dir(root)
-        .args(["target", "add", TARGET])
+        .args(["target", "add", target])
         .status()
         .context("running rustup target add")?;
-    ensure!(status.success(), "rustup target add {TARGET} failed");
+    ensure!(status.success(), "rustup target add {target} failed");
     Ok(())
 }
 
@@ -315,7 +360,7 @@ fn check_world(bytes: &[u8]) -> Result<String> {
             _ => {}
         }
     }
-    ensure!(component, "not a component (was it built for {TARGET}?)");
+    ensure!(component, "not a component");
     let kind = match exports
         .iter()
         .map(String::as_str)
@@ -339,15 +384,16 @@ fn check_world(bytes: &[u8]) -> Result<String> {
         .filter_map(|i| i.strip_prefix("atlas:agent/"))
         .map(|i| i.split('@').next().unwrap_or(i))
         .collect();
-    let wasi = imports.iter().filter(|i| i.starts_with("wasi:")).count();
-    Ok(format!(
-        "{kind}, imports {} + {wasi} wasi",
-        if atlas.is_empty() {
-            "-".to_owned()
-        } else {
-            atlas.join(", ")
-        }
-    ))
+    let wasi = match imports.iter().filter(|i| i.starts_with("wasi:")).count() {
+        0 => "no WASI".to_owned(),
+        n => format!("{n} WASI"),
+    };
+    let atlas = if atlas.is_empty() {
+        "-".to_owned()
+    } else {
+        atlas.join(", ")
+    };
+    Ok(format!("{kind}, imports {atlas} + {wasi}"))
 }
 
 #[cfg(test)]

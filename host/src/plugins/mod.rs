@@ -87,14 +87,20 @@ pub struct Plugin {
     kind: Kind,
     /// This plugin's series of `agents_plugin_fuel_consumed_total`.
     fuel: prometheus::IntCounter,
+    /// This plugin's series of `agents_plugin_memory_grown_total`.
+    memory_grown: prometheus::IntCounter,
 }
 
 impl Plugin {
-    /// Counts the fuel a finished call's store consumed.
-    fn count_fuel(&self, store: &wasmtime::Store<State>) {
+    /// Counts the fuel a finished call's store consumed, and the call if
+    /// it grew its memory.
+    fn count_usage(&self, store: &wasmtime::Store<State>) {
         let left = store.get_fuel().unwrap_or(0);
         self.fuel
             .inc_by(self.manifest.limits.fuel.saturating_sub(left));
+        if store.data().limiter.memory_grew {
+            self.memory_grown.inc();
+        }
     }
 
     fn version(&self) -> &str {
@@ -526,6 +532,10 @@ impl PluginHost {
         };
         Ok(Plugin {
             fuel: self.metrics.plugin_fuel.with_label_values(&[&*name]),
+            memory_grown: self
+                .metrics
+                .plugin_memory_grown
+                .with_label_values(&[&*name]),
             name,
             digest: file.digest.clone(),
             loaded_at: now_ms(),
@@ -720,7 +730,7 @@ impl PluginHost {
         // The epoch deadline stops guest code; this one also bounds time
         // spent waiting on the backend.
         let result = tokio::time::timeout(limits.timeout, run).await;
-        plugin.count_fuel(&store);
+        plugin.count_usage(&store);
         let backend_time = store.data().backend_time;
         let outcome = match result {
             Err(_) => fail(
@@ -878,7 +888,7 @@ impl PluginHost {
             }
         };
         let result = tokio::time::timeout(limits.timeout, run).await;
-        plugin.count_fuel(&store);
+        plugin.count_usage(&store);
         match result {
             Err(_) => Err("timeout".into()),
             Ok(Err(e)) => Err(runtime::classify(&e, store.data()).as_str().to_string()),

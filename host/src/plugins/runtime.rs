@@ -117,19 +117,23 @@ fn pool_shards() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(16) as u32)
 }
 
-/// Memory cap that remembers it was hit, so the failure can be named.
+/// Memory cap that remembers it was hit, so the failure can be named, and
+/// whether the call grew its memory past the size it started with.
 pub struct Limiter {
     max_memory: usize,
     pub memory_exceeded: bool,
+    pub memory_grew: bool,
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Creating a memory is a growth from 0 (at instantiation).
+        self.memory_grew |= current > 0 && desired > current;
         if desired > self.max_memory || maximum.is_some_and(|m| desired > m) {
             self.memory_exceeded = true;
             wasmtime::bail!("memory limit of {} bytes reached", self.max_memory);
@@ -209,6 +213,7 @@ pub fn store(
             limiter: Limiter {
                 max_memory,
                 memory_exceeded: false,
+                memory_grew: false,
             },
             plugin,
             manifest,

@@ -308,5 +308,40 @@ async fn the_fuel_of_policy_and_tool_calls_is_counted() {
     }
     // A plugin that was not called counts nothing.
     assert_eq!(fuel(&after, "assets"), 0.0);
+    // None of those calls grew its plugin's memory: the SDK's allocator
+    // starts in the heap a WASI-free plugin's module starts with
+    // (`--initial-heap` in .cargo/config.toml). Rust's own allocator on
+    // that target grows the memory at every fresh instance's first
+    // allocation, a page mapping the host then undoes after the call.
+    let grown = "agents_plugin_memory_grown_total{plugin=\"";
+    let counted: Vec<&str> = after.lines().filter(|l| l.starts_with(grown)).collect();
+    assert!(counted.len() >= 4, "{after}");
+    assert!(counted.iter().all(|l| l.ends_with(" 0")), "{counted:?}");
     host.stop().await;
+}
+
+#[test]
+fn the_shipped_plugins_import_no_wasi() {
+    // `cargo xtask plugins` builds them for wasm32-unknown-unknown: each
+    // fresh instance then wires up only the plugin's own interfaces,
+    // without the 13 to 16 WASI ones Rust's standard library imports on
+    // wasm32-wasip2 (the misbehave test plugin shows those still load).
+    let engine = wasmtime::Engine::default();
+    for plugin in POLICIES
+        .iter()
+        .chain(["work-orders", "assets", "drafts", "user-context"].iter())
+    {
+        let component =
+            wasmtime::component::Component::from_file(&engine, built("plugins", plugin)).unwrap();
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        assert!(!imports.is_empty(), "{plugin}");
+        assert!(
+            imports.iter().all(|i| i.starts_with("atlas:agent/")),
+            "{plugin}: {imports:?}"
+        );
+    }
 }

@@ -154,8 +154,18 @@ async fn cpu_obeyed_and_violated() {
 #[tokio::test]
 async fn memory_obeyed_and_violated() {
     let s = Sandbox::new().await;
+    let grown = s
+        .metrics
+        .plugin_memory_grown
+        .with_label_values(&["misbehave"]);
+    // A call within the memory the module starts with is not counted as
+    // growing it; one that allocates megabytes is.
+    let r = s.call("echo", json!({"hello": "world"})).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(grown.get(), 0);
     let r = s.call("hog", json!({"mib": 8})).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(grown.get(), 1);
     let r = s.call("hog", json!({"mib": 200})).await;
     assert_eq!(Sandbox::failure(&r), "out-of-memory");
     // The next call gets a fresh instance and works.
