@@ -405,7 +405,9 @@ def cmd_docker(dockerfile, dockerignore, compose_path):
         (r"^EXPOSE\s+4005\b", "EXPOSE 4005"),
         (r"^HEALTHCHECK\b.*(\n\s+.*)*?/health/live", "a HEALTHCHECK on /health/live"),
         (r"^USER\s+10001", "a non-root USER"),
-        (r"rustup target add wasm32-wasip2", "the wasm32-wasip2 target"),
+        # Plugins are built for wasm32-unknown-unknown unless they ask for WASI.
+        (r"rustup target add\b[^\n]*\bwasm32-unknown-unknown\b", "the wasm32-unknown-unknown target"),
+        (r"rustup target add\b[^\n]*\bwasm32-wasip2\b", "the wasm32-wasip2 target"),
         (r"cargo build --release --locked -p agent-host", "the release build of agent-host"),
         (r"cargo xtask plugins", "the plugin build"),
         # target/ is a cache mount: without this a deleted plugin still ships.

@@ -266,8 +266,9 @@ impl Metrics {
             plugin_memory_grown: counter(
                 r,
                 "agents_plugin_memory_grown_total",
-                "Plugin calls whose linear memory grew past the size it was instantiated \
-                 with (each growth maps pages that are unmapped after the call); a plugin \
+                "Plugin calls that grew their linear memory past the size it was \
+                 instantiated with (each growth maps pages that are unmapped after the \
+                 call; a growth refused by the memory limit is not counted); a plugin \
                  counted on most calls starts with too small a heap",
                 &["plugin"],
             ),

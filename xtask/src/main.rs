@@ -27,6 +27,9 @@ const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 /// standard library on WASI (the host gives such a guest an empty sandbox).
 const WASI_TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
+/// Said when a plugin does not build or link without WASI.
+const WASI_HINT: &str = "\n(a plugin crate that needs WASI, or a dependency that does, can be built \
+     for wasm32-wasip2: add `[package.metadata.atlas-plugin]` with `wasi = true` to its Cargo.toml)";
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -157,7 +160,11 @@ fn build(root: &Path, crate_dirs: &[PathBuf], out: &Path) -> Result<()> {
             cmd.args(["-p", &p.package]);
         }
         let status = cmd.status().context("running cargo build")?;
-        ensure!(status.success(), "cargo build failed ({status})");
+        ensure!(
+            status.success(),
+            "cargo build for {target} failed ({status}){}",
+            if target == LEAN_TARGET { WASI_HINT } else { "" }
+        );
     }
 
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -169,7 +176,7 @@ fn build(root: &Path, crate_dirs: &[PathBuf], out: &Path) -> Result<()> {
         let mut bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
         if !p.wasi {
             bytes = componentize(&bytes)
-                .with_context(|| format!("making a component of {}", wasm.display()))?;
+                .with_context(|| format!("making a component of {}{WASI_HINT}", wasm.display()))?;
         }
         let world = check_world(&bytes)
             .with_context(|| format!("{} is not a usable plugin", wasm.display()))?;

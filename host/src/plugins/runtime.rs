@@ -132,12 +132,14 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Creating a memory is a growth from 0 (at instantiation).
-        self.memory_grew |= current > 0 && desired > current;
         if desired > self.max_memory || maximum.is_some_and(|m| desired > m) {
             self.memory_exceeded = true;
             wasmtime::bail!("memory limit of {} bytes reached", self.max_memory);
         }
+        // Creating a memory is a growth from 0 (at instantiation), not
+        // counted; a memory declared with 0 pages that grows later is not
+        // counted either (Rust modules start with their stack and data).
+        self.memory_grew |= current > 0 && desired > current;
         Ok(true)
     }
 

@@ -159,7 +159,9 @@ async fn memory_obeyed_and_violated() {
         .plugin_memory_grown
         .with_label_values(&["misbehave"]);
     // A call within the memory the module starts with is not counted as
-    // growing it; one that allocates megabytes is.
+    // growing it (instantiation creates the memory, which is no growth);
+    // one that allocates megabytes is, and one refused by the memory
+    // limit is not.
     let r = s.call("echo", json!({"hello": "world"})).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     assert_eq!(grown.get(), 0);
@@ -168,6 +170,7 @@ async fn memory_obeyed_and_violated() {
     assert_eq!(grown.get(), 1);
     let r = s.call("hog", json!({"mib": 200})).await;
     assert_eq!(Sandbox::failure(&r), "out-of-memory");
+    assert_eq!(grown.get(), 1);
     // The next call gets a fresh instance and works.
     assert!(s.call("hog", json!({"mib": 1})).await.outcome.is_ok());
 }
