@@ -279,17 +279,22 @@ async fn a_failing_policy_fails_closed() {
     );
 }
 
+/// The value of `metric`'s series for `plugin` in a `/metrics` text; the
+/// series must be there.
+fn plugin_series(text: &str, metric: &str, plugin: &str) -> f64 {
+    let series = format!("{metric}{{plugin=\"{plugin}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} series for {plugin}\n{text}"))
+}
+
 #[tokio::test]
 async fn the_fuel_of_policy_and_tool_calls_is_counted() {
     let stack = stack_with_policies().await;
     let host = stack.start().await;
-    let fuel = |text: &str, plugin: &str| -> f64 {
-        let series = format!("agents_plugin_fuel_consumed_total{{plugin=\"{plugin}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no fuel series for {plugin}\n{text}"))
-    };
+    let fuel =
+        |text: &str, plugin: &str| plugin_series(text, "agents_plugin_fuel_consumed_total", plugin);
     let before = host.metrics_text().await;
     let (s, b) = host
         .chat(&stack.token(ADMIN), prompt("Show me open work orders"))
@@ -319,12 +324,8 @@ async fn the_fuel_of_policy_and_tool_calls_is_counted() {
         "answer-guard",
         "work-orders",
     ] {
-        let series = format!("agents_plugin_memory_grown_total{{plugin=\"{plugin}\"}} ");
-        let grown = after
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .unwrap_or_else(|| panic!("no memory series for {plugin}\n{after}"));
-        assert_eq!(grown, "0", "{plugin}");
+        let grown = plugin_series(&after, "agents_plugin_memory_grown_total", plugin);
+        assert_eq!(grown, 0.0, "{plugin}");
     }
     host.stop().await;
 }
@@ -337,10 +338,17 @@ fn the_shipped_plugins_import_no_wasi() {
     // wasm32-wasip2 (the misbehave test plugin, built for that target,
     // shows those still load).
     let engine = wasmtime::Engine::default();
-    for plugin in POLICIES
-        .iter()
-        .chain(["work-orders", "assets", "drafts", "user-context"].iter())
-    {
+    // Every crate under plugins/, so a plugin added later is checked too.
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let mut plugins: Vec<String> = std::fs::read_dir(crates)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    plugins.sort();
+    assert!(plugins.len() >= 7, "{plugins:?}");
+    for plugin in &plugins {
         let component =
             wasmtime::component::Component::from_file(&engine, built("plugins", plugin)).unwrap();
         let imports: Vec<String> = component

@@ -362,16 +362,22 @@ async fn client_commands<F: std::future::Future>(
     (out, names)
 }
 
+/// A stack on `redis` that allows each user `max` chats an hour. Windows
+/// are aligned to the clock: an hour makes it unlikely that one ends during
+/// a test.
+async fn limited_stack(redis: &RedisServer, max: u32) -> Stack {
+    let mut stack = Stack::new().await;
+    with_redis(&mut stack, redis);
+    stack
+        .set("RATE_LIMIT_MAX", max.to_string())
+        .set("RATE_LIMIT_WINDOW_MS", "3600000");
+    stack
+}
+
 #[tokio::test]
 async fn a_continued_chat_counts_and_loads_in_one_round_trip() {
     let redis = RedisServer::start();
-    let mut stack = Stack::new().await;
-    with_redis(&mut stack, &redis);
-    stack
-        .set("RATE_LIMIT_MAX", "4")
-        // Windows are aligned to the clock: an hour makes it unlikely that
-        // one ends during the test.
-        .set("RATE_LIMIT_WINDOW_MS", "3600000");
+    let stack = limited_stack(&redis, 4).await;
     let a = stack.start().await;
     let b = stack.start().await;
     let token = stack.token(ADMIN);
@@ -410,11 +416,7 @@ async fn a_continued_chat_counts_and_loads_in_one_round_trip() {
 #[tokio::test]
 async fn a_conversation_key_of_another_type_degrades_the_turn_and_counts_it_once() {
     let mut redis = RedisServer::start();
-    let mut stack = Stack::new().await;
-    with_redis(&mut stack, &redis);
-    stack
-        .set("RATE_LIMIT_MAX", "1")
-        .set("RATE_LIMIT_WINDOW_MS", "3600000");
+    let stack = limited_stack(&redis, 1).await;
     let host = stack.start().await;
     let token = stack.token(ADMIN);
     let mut c = redis.client().await;
