@@ -37,6 +37,9 @@
 #                      write the hottest symbols to perf-report.txt; dwarf = the
 #                      same with call graphs (perf-children.txt: inclusive time).
 #                      Adds overhead: do not compare its CPU figures with others.
+#                      Both start the hosts with PLUGIN_PROFILER=perfmap, so
+#                      plugin code shows by name (the map stays in
+#                      /tmp/perf-<pid>.map for a later `perf script`).
 #                      syscalls = count host1's memory-management and I/O
 #                      system calls (perf stat on syscall tracepoints) into
 #                      perf-stat.csv; the report gives them per chat.
@@ -251,6 +254,8 @@ redis_url=
 ((REDIS)) && redis_url="redis://127.0.0.1:$REDIS_PORT"
 worker_threads=
 ((WORKERS > 0)) && worker_threads=$WORKERS
+plugin_profiler=none
+[[ $PERF == 1 || $PERF == dwarf ]] && plugin_profiler=perfmap
 BASES=()
 for i in "${!HOST_PORTS[@]}"; do
   n=$((i + 1))
@@ -259,7 +264,7 @@ for i in "${!HOST_PORTS[@]}"; do
     OPENAI_API_KEY=stub-key OPENAI_BASE_URL="http://127.0.0.1:$MODEL_PORT/v1" \
     JWT_SECRET_KEY="$SECRET" PLUGIN_DIR="$OUT/plugins" REDIS_URL="$redis_url" \
     RATE_LIMIT_MAX=1000000000 FLOOD_GUARD_PER_SECOND=0 LOG_LEVEL=warn LOG_FORMAT=json \
-    WORKER_THREADS="$worker_threads" $HOST_EXTRA_ENV "$BIN/agent-host"
+    WORKER_THREADS="$worker_threads" PLUGIN_PROFILER="$plugin_profiler" $HOST_EXTRA_ENV "$BIN/agent-host"
   BASES+=("http://127.0.0.1:${HOST_PORTS[i]}")
 done
 for i in "${!BASES[@]}"; do wait_http "host$((i + 1))" "${BASES[i]}/health/ready"; done

@@ -76,6 +76,7 @@ pub const PLUGIN_MEMORY_MB: &str = "PLUGIN_MEMORY_MB";
 pub const PLUGIN_OUTPUT_MAX_BYTES: &str = "PLUGIN_OUTPUT_MAX_BYTES";
 pub const PLUGIN_WATCH: &str = "PLUGIN_WATCH";
 pub const PLUGIN_COMPILE: &str = "PLUGIN_COMPILE";
+pub const PLUGIN_PROFILER: &str = "PLUGIN_PROFILER";
 pub const WORKER_THREADS: &str = "WORKER_THREADS";
 pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -106,6 +107,18 @@ pub enum PluginCompile {
     Process,
     /// In the host process.
     Inline,
+}
+
+/// Whether the plugin engine tells a profiler where compiled plugin code
+/// lives (`PLUGIN_PROFILER`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PluginProfiler {
+    /// Nothing is written.
+    #[default]
+    None,
+    /// `/tmp/perf-<pid>.map` names each compiled plugin function, so `perf`
+    /// shows guest frames by name instead of as unknown addresses.
+    PerfMap,
 }
 
 #[derive(Clone, Debug)]
@@ -153,6 +166,7 @@ pub struct Config {
     pub plugin_limits: PluginLimits,
     pub plugin_watch: bool,
     pub plugin_compile: PluginCompile,
+    pub plugin_profiler: PluginProfiler,
     /// The program run as `<program> --compile-plugin` when `plugin_compile`
     /// is `Process`. Not read from the environment: the `agent-host` binary
     /// sets it to itself; embedders and tests leave it `None` and compile
@@ -347,6 +361,20 @@ impl Config {
                     return Err(ConfigError {
                         name: PLUGIN_COMPILE,
                         problem: format!("{other:?}: expected process or inline"),
+                    });
+                }
+            },
+            plugin_profiler: match r
+                .string(PLUGIN_PROFILER, "none")
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "none" => PluginProfiler::None,
+                "perfmap" => PluginProfiler::PerfMap,
+                other => {
+                    return Err(ConfigError {
+                        name: PLUGIN_PROFILER,
+                        problem: format!("{other:?}: expected none or perfmap"),
                     });
                 }
             },
@@ -560,13 +588,14 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_and_plugin_compile_are_checked() {
+    fn worker_threads_plugin_compile_and_profiler_are_checked() {
         // tokio panics on a bad TOKIO_WORKER_THREADS; ours is checked first.
         for (name, value) in [
             (WORKER_THREADS, "0"),
             (WORKER_THREADS, "many"),
             (WORKER_THREADS, "100000"),
             (PLUGIN_COMPILE, "jit"),
+            (PLUGIN_PROFILER, "jitdump"),
         ] {
             let err = cfg(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{err}");
@@ -574,13 +603,20 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.worker_threads, None);
         assert_eq!(c.plugin_compile, PluginCompile::Process);
+        assert_eq!(c.plugin_profiler, PluginProfiler::None);
         assert_eq!(
             c.compiler_program, None,
             "only the binary knows its program"
         );
-        let c = cfg(&[(WORKER_THREADS, " 3 "), (PLUGIN_COMPILE, "Inline")]).unwrap();
+        let c = cfg(&[
+            (WORKER_THREADS, " 3 "),
+            (PLUGIN_COMPILE, "Inline"),
+            (PLUGIN_PROFILER, " PerfMap "),
+        ])
+        .unwrap();
         assert_eq!(c.worker_threads, Some(3));
         assert_eq!(c.plugin_compile, PluginCompile::Inline);
+        assert_eq!(c.plugin_profiler, PluginProfiler::PerfMap);
     }
 
     #[test]

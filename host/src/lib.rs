@@ -118,11 +118,12 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     };
     let compiler_kind = compiler.describe();
     let plugins = Arc::new(
-        PluginHost::new(
+        PluginHost::with_profiler(
             config.plugin_dir.clone(),
             config.plugin_limits.clone(),
             backend.clone(),
             metrics.clone(),
+            config.plugin_profiler,
         )?
         .with_compiler(compiler),
     );
@@ -130,6 +131,7 @@ pub async fn build(config: Config) -> anyhow::Result<Arc<AppState>> {
     tracing::info!(
         dir = %config.plugin_dir.display(),
         compiler = compiler_kind,
+        profiler = ?config.plugin_profiler,
         loaded = ?report.loaded,
         refused = ?report.refused,
         "plugins loaded"

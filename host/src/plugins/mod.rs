@@ -25,7 +25,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
 use crate::backend::Backend;
-use crate::config::PluginLimits;
+use crate::config::{PluginLimits, PluginProfiler};
 use crate::identity::User;
 use crate::llm::{ToolDef, ToolSet};
 use crate::sessions::now_ms;
@@ -265,7 +265,19 @@ impl PluginHost {
         backend: Backend,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let engine = runtime::engine()?;
+        Self::with_profiler(dir, defaults, backend, metrics, PluginProfiler::None)
+    }
+
+    /// As [`PluginHost::new`], with the engine set to tell a profiler where
+    /// plugin code lives (`PLUGIN_PROFILER`).
+    pub fn with_profiler(
+        dir: PathBuf,
+        defaults: PluginLimits,
+        backend: Backend,
+        metrics: Metrics,
+        profiler: PluginProfiler,
+    ) -> anyhow::Result<Self> {
+        let engine = runtime::engine(profiler)?;
         Ok(PluginHost {
             tool_linker: runtime::tool_linker(&engine)?,
             policy_linker: runtime::policy_linker(&engine)?,

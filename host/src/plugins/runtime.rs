@@ -12,7 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{self, BackendError, Level, Method, Response};
 use super::manifest::Manifest;
 use crate::backend::{Backend, CallError, encode_path};
-use crate::config::PluginLimits;
+use crate::config::{PluginLimits, PluginProfiler};
 
 /// One epoch tick; deadlines are counted in these.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -37,9 +37,17 @@ const KEEP_RESIDENT_BYTES_NO_SCAN: usize = 512 << 10;
 const WARM_SLOTS_PER_SHARD: u32 = 4;
 
 /// Builds the engine and starts the epoch ticker. The ticker thread ends
-/// when the engine is dropped.
-pub fn engine() -> anyhow::Result<Engine> {
-    let engine = Engine::new(&engine_config(true))?;
+/// when the engine is dropped. With `PluginProfiler::PerfMap` the engine
+/// writes `/tmp/perf-<pid>.map` (perf's format for JIT code), naming each
+/// plugin function as it is loaded. The setting changes no machine code, so
+/// plugins compiled by the compiler process (which never profiles) load
+/// either way.
+pub fn engine(profiler: PluginProfiler) -> anyhow::Result<Engine> {
+    let mut cfg = engine_config(true);
+    if profiler == PluginProfiler::PerfMap {
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let engine = Engine::new(&cfg)?;
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("wasm-epoch".into())

@@ -515,6 +515,53 @@ async fn drains_in_flight_chats_and_exits_zero(workers: &str) {
     assert_eq!(exit.code(), Some(0));
 }
 
+/// `PLUGIN_PROFILER=perfmap`: the host writes perf's map of JIT code,
+/// naming the functions of the plugins it compiled in its child process
+/// (which never profiles), and still serves; by default it writes none.
+#[tokio::test]
+async fn a_perf_map_names_plugin_code_only_when_asked() {
+    let stack = Stack::with_plugins(&["work-orders"]).await;
+    let http = reqwest::Client::new();
+    for profiler in ["none", "perfmap"] {
+        let port = free_port();
+        let mut host = KillOnDrop(
+            host_command(&stack, port)
+                .env("PLUGIN_PROFILER", profiler)
+                .spawn()
+                .unwrap(),
+        );
+        wait_live(&http, port, &mut host.0).await;
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.0.id()));
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/v1/chat"))
+            .bearer_auth(stack.token(ADMIN))
+            .json(&prompt("Show me open work orders"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{profiler}");
+        let text = std::fs::read_to_string(&map).unwrap_or_default();
+        let _ = std::fs::remove_file(&map);
+        let guest_functions = text.lines().filter(|l| l.contains("wasm[")).count();
+        if profiler == "none" {
+            assert_eq!(text, "", "a map was written without being asked for");
+        } else {
+            // perf's format: start address and size in hex, then the name.
+            assert!(
+                guest_functions > 100,
+                "{guest_functions} plugin functions in:\n{text}"
+            );
+            let first = text.lines().find(|l| l.contains("wasm[")).unwrap();
+            let mut fields = first.splitn(3, ' ');
+            for hex in [fields.next(), fields.next()] {
+                let hex = hex.unwrap();
+                let digits = hex.strip_prefix("0x").unwrap_or(hex);
+                assert!(u64::from_str_radix(digits, 16).is_ok(), "{first}");
+            }
+        }
+    }
+}
+
 /// Ends the child process when the test ends, passed or not.
 struct KillOnDrop(std::process::Child);
 
