@@ -246,6 +246,29 @@ impl Reader<'_> {
         }
     }
 
+    /// One of the words in `choices` (any case), or `default` when unset.
+    fn choice<T: Copy>(
+        &self,
+        name: &'static str,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.opt(name) else {
+            return Ok(default);
+        };
+        let word = raw.to_ascii_lowercase();
+        match choices.iter().find(|(w, _)| *w == word) {
+            Some((_, v)) => Ok(*v),
+            None => {
+                let words: Vec<&str> = choices.iter().map(|(w, _)| *w).collect();
+                Err(ConfigError {
+                    name,
+                    problem: format!("{word:?}: expected {}", words.join(" or ")),
+                })
+            }
+        }
+    }
+
     fn list(&self, name: &str, default: &str) -> Vec<String> {
         self.string(name, default)
             .split(',')
@@ -285,13 +308,7 @@ impl Config {
                 problem: "not base64 (Atlas signs with the base64-decoded secret)".into(),
             })?),
         };
-        let log_format = r.string(LOG_FORMAT, "json").to_ascii_lowercase();
-        if log_format != "json" && log_format != "pretty" {
-            return Err(ConfigError {
-                name: LOG_FORMAT,
-                problem: format!("{log_format:?}: expected json or pretty"),
-            });
-        }
+        let log_json = r.choice(LOG_FORMAT, true, &[("json", true), ("pretty", false)])?;
         let config = Config {
             port: r.parse(PORT, 4005)?,
             bind_address: r.parse(BIND_ADDRESS, std::net::IpAddr::from([0, 0, 0, 0]))?,
@@ -331,7 +348,7 @@ impl Config {
             tool_result_max_bytes: r.parse(TOOL_RESULT_MAX_BYTES, 16 * 1024usize)?.max(256),
             body_limit_bytes: r.parse(BODY_LIMIT_BYTES, 64 * 1024usize)?,
             log_level: r.string(LOG_LEVEL, "info"),
-            log_json: log_format == "json",
+            log_json,
             allowed_origins: r.list(
                 ALLOWED_ORIGINS,
                 "http://localhost:3000,http://localhost:8080",
@@ -350,34 +367,22 @@ impl Config {
                 output_bytes: r.parse(PLUGIN_OUTPUT_MAX_BYTES, 1usize << 20)?,
             },
             plugin_watch: r.flag(PLUGIN_WATCH, true)?,
-            plugin_compile: match r
-                .string(PLUGIN_COMPILE, "process")
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "process" => PluginCompile::Process,
-                "inline" => PluginCompile::Inline,
-                other => {
-                    return Err(ConfigError {
-                        name: PLUGIN_COMPILE,
-                        problem: format!("{other:?}: expected process or inline"),
-                    });
-                }
-            },
-            plugin_profiler: match r
-                .string(PLUGIN_PROFILER, "none")
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "none" => PluginProfiler::None,
-                "perfmap" => PluginProfiler::PerfMap,
-                other => {
-                    return Err(ConfigError {
-                        name: PLUGIN_PROFILER,
-                        problem: format!("{other:?}: expected none or perfmap"),
-                    });
-                }
-            },
+            plugin_compile: r.choice(
+                PLUGIN_COMPILE,
+                PluginCompile::Process,
+                &[
+                    ("process", PluginCompile::Process),
+                    ("inline", PluginCompile::Inline),
+                ],
+            )?,
+            plugin_profiler: r.choice(
+                PLUGIN_PROFILER,
+                PluginProfiler::None,
+                &[
+                    ("none", PluginProfiler::None),
+                    ("perfmap", PluginProfiler::PerfMap),
+                ],
+            )?,
             compiler_program: None,
             worker_threads: match r.opt(WORKER_THREADS) {
                 None => None,
@@ -617,6 +622,23 @@ mod tests {
         assert_eq!(c.worker_threads, Some(3));
         assert_eq!(c.plugin_compile, PluginCompile::Inline);
         assert_eq!(c.plugin_profiler, PluginProfiler::PerfMap);
+    }
+
+    #[test]
+    fn word_settings_take_any_case_and_name_the_words_they_accept() {
+        assert!(cfg(&[]).unwrap().log_json);
+        assert!(!cfg(&[(LOG_FORMAT, " Pretty ")]).unwrap().log_json);
+        let err = cfg(&[(LOG_FORMAT, "XML")]).unwrap_err();
+        assert_eq!(err.name, LOG_FORMAT);
+        assert!(
+            err.to_string().contains("\"xml\": expected json or pretty"),
+            "{err}"
+        );
+        let err = cfg(&[(PLUGIN_PROFILER, "jitdump")]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected none or perfmap"),
+            "{err}"
+        );
     }
 
     #[test]
